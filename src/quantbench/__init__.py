@@ -1,0 +1,28 @@
+"""quantbench: which TF Lite variant of your Keras model should you ship?
+
+Importing this package selects Keras 2 (tf_keras) for TensorFlow, because
+tensorflow-model-optimization only works with Keras 2. This is the one place where
+that happens, and it must run before TensorFlow is first imported.
+"""
+
+from __future__ import annotations
+
+import os as _os
+import sys as _sys
+
+_os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise for a CLI user.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+if "tensorflow" in _sys.modules and "tf_keras" not in _sys.modules:  # pragma: no cover
+    import warnings as _warnings
+
+    _warnings.warn(
+        "TensorFlow was imported before quantbench; import quantbench first (or set "
+        "TF_USE_LEGACY_KERAS=1) so that tf.keras is Keras 2, which QAT requires.",
+        stacklevel=2,
+    )
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

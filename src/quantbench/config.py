@@ -1,0 +1,244 @@
+"""Typed, validated, versioned run configuration; presets; config files; overrides.
+
+Resolution order, later wins: preset -> `--config FILE` (YAML or TOML) -> command-line flags.
+Unknown keys are errors with a did-you-mean hint; every value is range-checked by pydantic.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from quantbench.errors import ConfigError
+from quantbench.suggest import did_you_mean
+
+CONFIG_SCHEMA_VERSION = 1
+
+Scaling = Literal["-1..1", "0..1", "0..255", "imagenet"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dir: Path | None = None  # None: the Keras cache's flower_photos, downloaded if absent
+    image_size: int = Field(128, ge=32, le=1024)
+    validation_split: float = Field(0.15, gt=0, lt=1)
+    split_seed: int = 42
+    scaling: Scaling = "-1..1"  # MobileNetV2 expects [-1, 1]
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    max_images_per_class: int | None = Field(None, ge=2)
+
+
+class ModelConfig(_Section):
+    architecture: Literal["mobilenet_v2"] = "mobilenet_v2"
+    alpha: float = Field(0.35, gt=0, le=2)
+    weights: str = "imagenet"  # "imagenet", "none", or a path to a `_no_top` .h5 file
+    dense_units: int = Field(512, ge=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+
+class TrainConfig(_Section):
+    mode: Literal["full", "frozen_base"] = "full"
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-5, gt=0, le=10)
+    epochs: int = Field(10, ge=0, le=10_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    seed: int = 1
+
+
+class ConvertConfig(_Section):
+    schemes: list[str] | None = None  # None: every scheme marked default in the registry
+    calibration_images: int = Field(200, ge=1, le=100_000)
+
+    @field_validator("schemes")
+    @classmethod
+    def _known_schemes(cls, value: list[str] | None) -> list[str] | None:
+        from quantbench.schemes import get_scheme
+
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one scheme")
+            for name in value:
+                get_scheme(name)  # raises ConfigError with a hint
+        return value
+
+    def scheme_names(self) -> list[str]:
+        from quantbench.schemes import DEFAULT_SCHEMES
+
+        return list(self.schemes) if self.schemes is not None else list(DEFAULT_SCHEMES)
+
+
+class EvaluateConfig(_Section):
+    threads: list[int] = Field(default_factory=lambda: [os.cpu_count() or 1])
+    latency_runs: int = Field(50, ge=1, le=100_000)
+    warmup_runs: int = Field(5, ge=0, le=10_000)
+    batch_size: int = Field(32, ge=1, le=4096)  # images per LiteRT invoke during evaluation
+
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, value: list[int]) -> list[int]:
+        if not value or any(t < 1 for t in value):
+            raise ValueError("threads must be a non-empty list of counts >= 1")
+        return value
+
+
+class RunConfig(_Section):
+    schema_version: int = CONFIG_SCHEMA_VERSION
+    name: str = "default"
+    preset: str = "default"
+    output_dir: Path = Path("runs")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    convert: ConvertConfig = Field(default_factory=ConvertConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _supported_version(cls, value: int) -> int:
+        if value != CONFIG_SCHEMA_VERSION:
+            raise ValueError(f"this quantbench reads config schema_version {CONFIG_SCHEMA_VERSION}")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# Presets are partial configs; everything not named keeps the defaults above.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {
+        "data": {"image_size": 128},
+        "model": {"alpha": 0.35, "weights": "imagenet"},
+        "train": {"mode": "full", "learning_rate": 1e-4, "epochs": 5, "batch_size": 32},
+    },
+    "seed": {
+        # "A Tale of Model Quantization in TF Lite", exactly.
+        "data": {"image_size": 224, "validation_split": 0.15},
+        "model": {"alpha": 1.0, "weights": "imagenet"},
+        "train": {"mode": "full", "optimizer": "adam", "learning_rate": 1e-5, "epochs": 10,
+                  "batch_size": 32},
+    },  # fmt: skip
+    "smoke": {
+        "data": {"image_size": 64, "max_images_per_class": 24},
+        "model": {"alpha": 0.35, "weights": "imagenet", "dense_units": 32},
+        "train": {"mode": "full", "learning_rate": 1e-3, "epochs": 1, "batch_size": 16},
+        "convert": {"calibration_images": 8},
+        "evaluate": {"latency_runs": 50, "warmup_runs": 2},
+    },
+}
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or TOML config file into a plain dict (validated later, with the rest)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", tip="check the --config path")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(
+                f"config file {path} must end in .yaml, .yml or .toml",
+                tip="rename it so its format is clear",
+            )
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        first_line = str(e).strip().splitlines()[0]
+        raise ConfigError(f"cannot parse {path}: {first_line}", tip="fix the syntax") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections", tip="see README: Config")
+    return data
+
+
+def _describe(error: ValidationError, model: type[BaseModel]) -> ConfigError:
+    """Turn pydantic's first error into one line that names the key and the fix."""
+    first = error.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    key = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        # Walk the model to list the keys that are valid where the unknown one stands.
+        fields: Any = model
+        for part in loc[:-1]:
+            annotation = fields.model_fields[part].annotation if part in fields.model_fields else None
+            fields = annotation if isinstance(annotation, type) else None
+            if fields is None:
+                break
+        choices = list(fields.model_fields) if fields is not None else []
+        hint = did_you_mean(loc[-1], choices)
+        return ConfigError(
+            f"unknown config key {key!r}{hint}",
+            tip="valid keys here: " + ", ".join(choices) if choices else None,
+        )
+    ctx_error = first.get("ctx", {}).get("error")
+    if isinstance(ctx_error, ConfigError):
+        return ctx_error
+    value = first.get("input")
+    return ConfigError(f"bad value for {key!r}: {value!r}: {first['msg']}", tip="fix that value")
+
+
+def resolve(
+    preset: str = "default",
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Build the run's config from a preset, an optional file and flag overrides."""
+    if preset not in PRESETS:
+        raise ConfigError(
+            f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}",
+            tip="presets: " + ", ".join(PRESETS),
+        )
+    merged: dict[str, Any] = _deep_merge({"preset": preset, "name": preset}, PRESETS[preset])
+    if config_file is not None:
+        merged = _deep_merge(merged, read_config_file(config_file))
+    if overrides:
+        merged = _deep_merge(merged, unflatten(overrides))
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as e:
+        raise _describe(e, RunConfig) from None
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'train.epochs': 3} -> {'train': {'epochs': 3}}; None values are dropped (flag unset)."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse `--set key=value`; the value is read as YAML so numbers and lists work."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}", tip="e.g. --set train.epochs=3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value

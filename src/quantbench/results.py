@@ -1,0 +1,229 @@
+"""Typed, versioned run results: what `results.json` holds, written atomically.
+
+The report, `compare` and the recommendation read only this file, so nothing here imports
+TensorFlow. Metrics know their direction (`METRICS`), so code that ranks variants never
+guesses whether more is better.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from quantbench import atomic
+from quantbench.errors import QuantbenchError
+
+RESULTS_SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+CSV_FILE = "results.csv"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    unit: str
+    higher_is_better: bool
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        Metric("accuracy", "accuracy", "%", True),
+        Metric("agreement", "agreement with float", "%", True),
+        Metric("size_bytes", "size", "bytes", False),
+        Metric("latency_ms", "latency (median)", "ms", False),
+        Metric("convert_seconds", "conversion time", "s", False),
+        Metric("train_seconds", "training time", "s", False),
+    ]
+}
+
+
+class _Model(BaseModel):
+    # Results files may come from a newer quantbench: ignore fields we do not know.
+    model_config = ConfigDict(extra="ignore")
+
+
+class EpochRecord(_Model):
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    seconds: float
+
+
+class TrainingResult(_Model):
+    name: str  # "float" for the baseline; QAT recipes add their own
+    recipe: str = "float"
+    seed: int
+    epochs: list[EpochRecord] = Field(default_factory=list)
+    total_seconds: float = 0.0
+    train_images: int = 0
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        return self.total_seconds / len(self.epochs) if self.epochs else None
+
+
+class LatencyResult(_Model):
+    threads: int
+    delegate: str = "xnnpack"  # "xnnpack" or "none" (reference/builtin kernels)
+    runs: int
+    warmup_runs: int
+    median_ms: float
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    init_ms: float | None = None
+    first_invoke_ms: float | None = None
+    peak_rss_mb: float | None = None
+    device: str | None = None
+
+
+class VariantResult(_Model):
+    variant: str  # unique row name, e.g. "int8" or "qat_int8"
+    source: str = "float"  # which trained model it comes from: "float", "qat", "user"
+    scheme: str | None = None  # None for the Keras reference row
+    policy: str
+    kind: Literal["keras", "tflite"] = "tflite"
+    status: Literal["ok", "failed", "identical"] = "ok"
+    error: str | None = None
+    identical_to: str | None = None
+    path: str | None = None  # relative to the run directory
+    size_bytes: int | None = None
+    convert_seconds: float | None = None
+    input_dtype: str | None = None
+    output_dtype: str | None = None
+    accuracy: float | None = None  # fraction 0..1 on the validation split
+    agreement: float | None = None  # fraction of top-1 predictions equal to the float Keras model's
+    eval_images: int | None = None
+    eval_seconds: float | None = None
+    per_class_accuracy: dict[str, float] = Field(default_factory=dict)
+    confusion: list[list[int]] = Field(default_factory=list)  # rows: true class, cols: predicted
+    latency: list[LatencyResult] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)  # one-line explanations of surprises
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def latency_ms(self, threads: int | None = None) -> float | None:
+        """Median latency at `threads` (default: the first measured), XNNPACK preferred."""
+        rows = [r for r in self.latency if threads is None or r.threads == threads]
+        rows.sort(key=lambda r: r.delegate != "xnnpack")
+        return rows[0].median_ms if rows else None
+
+
+class SkippedFile(_Model):
+    path: str
+    reason: str
+
+
+class DataSummary(_Model):
+    source: str
+    classes: list[str]
+    class_counts: dict[str, int]
+    train_count: int
+    val_count: int
+    split_seed: int
+    validation_split: float
+    image_size: int
+    skipped: list[SkippedFile] = Field(default_factory=list)
+    duplicate_groups: int = 0
+
+
+class Environment(_Model):
+    quantbench: str
+    python: str
+    platform: str
+    cpu_model: str
+    cpu_cores: int
+    tensorflow: str | None = None
+    tf_keras: str | None = None
+    litert: str | None = None
+    tfmot: str | None = None
+    numpy: str | None = None
+
+
+class RunResults(_Model):
+    schema_version: int = RESULTS_SCHEMA_VERSION
+    name: str
+    command: str = "run"
+    status: Literal["running", "complete", "failed"] = "running"
+    created: str
+    finished: str | None = None
+    total_seconds: float | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    environment: Environment | None = None
+    data: DataSummary | None = None
+    training: list[TrainingResult] = Field(default_factory=list)
+    variants: list[VariantResult] = Field(default_factory=list)
+    extras: dict[str, Any] = Field(default_factory=dict)  # later features' sections
+
+    def variant(self, name: str) -> VariantResult | None:
+        return next((v for v in self.variants if v.variant == name), None)
+
+    @property
+    def reference(self) -> VariantResult | None:
+        """The Keras float model's row, the baseline every variant is compared with."""
+        return next((v for v in self.variants if v.kind == "keras" and v.source == "float"), None)
+
+
+def save(results: RunResults, run_dir: str | Path) -> Path:
+    """Write results.json and results.csv atomically; safe to call after every step."""
+    run_dir = Path(run_dir)
+    path = atomic.write_text(run_dir / RESULTS_FILE, results.model_dump_json(indent=2) + "\n")
+    atomic.write_text(run_dir / CSV_FILE, to_csv(results))
+    return path
+
+
+def load(run_dir_or_file: str | Path) -> RunResults:
+    path = Path(run_dir_or_file)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise QuantbenchError(
+            f"no results found at {path}",
+            tip="pass a run directory made by `quantbench run` (it holds results.json)",
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise QuantbenchError(f"cannot read {path}: {e}", tip="the file is damaged; re-run") from e
+    version = raw.get("schema_version")
+    if not isinstance(version, int) or version > RESULTS_SCHEMA_VERSION:
+        raise QuantbenchError(
+            f"{path} has schema_version {version!r}; this quantbench reads up to "
+            f"{RESULTS_SCHEMA_VERSION}",
+            tip="upgrade quantbench to read it",
+        )
+    return RunResults.model_validate(raw)
+
+
+CSV_COLUMNS = [
+    "variant", "source", "scheme", "policy", "status", "size_bytes", "accuracy", "agreement",
+    "latency_ms", "latency_threads", "convert_seconds", "eval_images", "error",
+]  # fmt: skip
+
+
+def to_csv(results: RunResults) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for v in results.variants:
+        first = v.latency[0] if v.latency else None
+        row = v.model_dump(include=set(CSV_COLUMNS))
+        row["latency_ms"] = first.median_ms if first else None
+        row["latency_threads"] = first.threads if first else None
+        writer.writerow(row)
+    return out.getvalue()
