@@ -90,6 +90,27 @@ class EvaluateConfig(_Section):
         return value
 
 
+class QatConfig(_Section):
+    """Quantization-aware training (tensorflow-model-optimization); empty recipes: off."""
+
+    recipes: list[Literal["seed", "finetune"]] = Field(default_factory=list)
+    epochs: int | None = Field(None, ge=1)  # None: the recipe's own default
+    learning_rate: float | None = Field(None, gt=0)
+    schemes: list[str] = Field(
+        default_factory=lambda: ["float32", "dynamic_range", "float16", "int8", "int8_io",
+                                 "int16x8", "optimize_for_size", "optimize_for_latency"]
+    )  # fmt: skip
+
+
+class RecommendConfig(_Section):
+    """Constraints and objective for "which variant should I ship?"."""
+
+    max_accuracy_drop: float = Field(1.0, ge=0)  # points below the float Keras model
+    max_size_mb: float | None = Field(None, gt=0)
+    max_latency_ms: float | None = Field(None, gt=0)
+    objective: Literal["size", "latency", "accuracy"] = "size"
+
+
 class RunConfig(_Section):
     schema_version: int = CONFIG_SCHEMA_VERSION
     name: str = "default"
@@ -100,6 +121,10 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     convert: ConvertConfig = Field(default_factory=ConvertConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    qat: QatConfig = Field(default_factory=QatConfig)
+    recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    repeats: int = Field(1, ge=1, le=100)
+    track: Literal["mlflow", "wandb"] | None = None
 
     @field_validator("schema_version")
     @classmethod
