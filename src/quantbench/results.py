@@ -63,6 +63,7 @@ class TrainingResult(_Model):
     name: str  # "float" for the baseline; QAT recipes add their own
     recipe: str = "float"
     seed: int
+    repeat: int = 0
     epochs: list[EpochRecord] = Field(default_factory=list)
     total_seconds: float = 0.0
     train_images: int = 0
@@ -92,7 +93,8 @@ class LatencyResult(_Model):
 
 class VariantResult(_Model):
     variant: str  # unique row name, e.g. "int8" or "qat_int8"
-    source: str = "float"  # which trained model it comes from: "float", "qat", "user"
+    source: str = "float"  # which trained model it comes from: "float", "qat_finetune", "user"
+    repeat: int = 0  # index of the training repeat (different seed) this row belongs to
     scheme: str | None = None  # None for the Keras reference row
     policy: str
     kind: Literal["keras", "tflite"] = "tflite"
@@ -170,13 +172,23 @@ class RunResults(_Model):
     variants: list[VariantResult] = Field(default_factory=list)
     extras: dict[str, Any] = Field(default_factory=dict)  # later features' sections
 
-    def variant(self, name: str) -> VariantResult | None:
-        return next((v for v in self.variants if v.variant == name), None)
+    def variant(self, name: str, repeat: int = 0) -> VariantResult | None:
+        return next((v for v in self.variants if v.variant == name and v.repeat == repeat), None)
+
+    def rows(self, repeat: int = 0) -> list[VariantResult]:
+        """The variants of one repeat (all runs have repeat 0)."""
+        return [v for v in self.variants if v.repeat == repeat]
+
+    @property
+    def repeats(self) -> int:
+        return 1 + max((v.repeat for v in self.variants), default=0)
 
     @property
     def reference(self) -> VariantResult | None:
-        """The Keras float model's row, the baseline every variant is compared with."""
-        return next((v for v in self.variants if v.kind == "keras" and v.source == "float"), None)
+        """The Keras float model's row (first repeat), the baseline variants are compared with."""
+        return next(
+            (v for v in self.rows(0) if v.kind == "keras" and v.source == "float"), None
+        )
 
 
 def save(results: RunResults, run_dir: str | Path) -> Path:
