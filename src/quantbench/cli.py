@@ -59,6 +59,16 @@ RUN_FLAGS = {
     "calibration_images": "convert.calibration_images",
     "threads": "evaluate.threads",
     "latency_runs": "evaluate.latency_runs",
+    "qat": "qat.recipes",
+    "qat_epochs": "qat.epochs",
+    "qat_learning_rate": "qat.learning_rate",
+    "repeats": "repeats",
+    "seeds": "seeds",
+    "max_accuracy_drop": "recommend.max_accuracy_drop",
+    "max_size": "recommend.max_size_mb",
+    "max_latency": "recommend.max_latency_ms",
+    "objective": "recommend.objective",
+    "track": "track",
     "name": "name",
     "output_dir": "output_dir",
 }
@@ -86,6 +96,17 @@ RUN_FLAGS = {
 @click.option("--calibration-images", type=int, help="Representative dataset size.")
 @click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
 @click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
+@click.option("--qat", help="QAT recipes to run, comma-separated: finetune, seed.")
+@click.option("--qat-epochs", type=int, help="QAT epochs (default: the recipe's own).")
+@click.option("--qat-learning-rate", type=float, help="QAT learning rate (default: the recipe's).")
+@click.option("--repeats", type=int, help="Train and evaluate K times with different seeds.")
+@click.option("--seeds", help="Explicit training seeds, comma-separated (overrides --repeats).")
+@click.option("--max-accuracy-drop", type=float, help="Recommendation: max points below float.")
+@click.option("--max-size", type=float, help="Recommendation: max model size in MB.")
+@click.option("--max-latency", type=float, help="Recommendation: max median latency in ms.")
+@click.option("--objective", type=click.Choice(["size", "latency", "accuracy"]),
+              help="Recommendation: what to optimize among variants that fit.")
+@click.option("--track", type=click.Choice(["mlflow", "wandb"]), help="Log the run to a tracker.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set train.epochs=3 (repeatable).")  # fmt: skip
 def run(preset: str, config_file: Path | None, assignments: tuple[str, ...], **flags) -> None:
@@ -94,6 +115,8 @@ def run(preset: str, config_file: Path | None, assignments: tuple[str, ...], **f
 
     flags["schemes"] = _csv_list(flags["schemes"])
     flags["threads"] = _csv_list(flags["threads"], int)
+    flags["qat"] = _csv_list(flags["qat"])
+    flags["seeds"] = _csv_list(flags["seeds"], int)
     overrides = {RUN_FLAGS[k]: v for k, v in flags.items() if v is not None}
     for text in assignments:
         key, value = config_mod.parse_assignment(text)

@@ -124,6 +124,7 @@ class RunConfig(_Section):
     qat: QatConfig = Field(default_factory=QatConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     repeats: int = Field(1, ge=1, le=100)
+    seeds: list[int] | None = None  # explicit training seeds; overrides repeats
     track: Literal["mlflow", "wandb"] | None = None
 
     @field_validator("schema_version")
@@ -132,6 +133,12 @@ class RunConfig(_Section):
         if value != CONFIG_SCHEMA_VERSION:
             raise ValueError(f"this quantbench reads config schema_version {CONFIG_SCHEMA_VERSION}")
         return value
+
+    def training_seeds(self) -> list[int]:
+        """One training seed per repeat: `seeds`, else train.seed, train.seed+1, ..."""
+        if self.seeds:
+            return list(self.seeds)
+        return [self.train.seed + i for i in range(self.repeats)]
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
