@@ -22,7 +22,8 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-out = Console()  # results: tables, paths
+# Not a terminal (CI logs, pipes): rich would assume 80 columns and fold the tables.
+out = Console(width=None if sys.stdout.isatty() else 160)  # results: tables, paths
 err = Console(stderr=True)  # progress, steps, warnings
 
 

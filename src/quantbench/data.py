@@ -1,0 +1,196 @@
+"""Image-folder datasets: find the folder, read every image once, split it deterministically.
+
+Where the photos come from, in order: `data.dir`; the extracted `flower_photos` in the Keras
+cache (`$KERAS_HOME/datasets/flower_photos`, default `~/.keras`); else flower_photos.tgz is
+downloaded into that cache and extracted. Unreadable files are skipped and counted, never fatal.
+Byte-identical photos (tf_flowers has a few, one of them under two labels) are kept in the same
+split so that validation never scores a photo the model was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quantbench import console
+from quantbench.config import DataConfig
+from quantbench.errors import DataError
+from quantbench.preprocess import UnreadableImage, load_image
+from quantbench.results import DataSummary, SkippedFile
+
+FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+FLOWERS_SHA256 = "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
+
+
+def keras_home() -> Path:
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+@dataclass
+class Dataset:
+    classes: list[str]
+    train_images: np.ndarray  # uint8 (N, H, W, 3), RGB, resized
+    train_labels: np.ndarray  # int32 (N,)
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    val_paths: list[str]
+    summary: DataSummary
+
+
+def resolve_data_dir(data_dir: Path | None) -> Path:
+    if data_dir is not None:
+        data_dir = Path(data_dir).expanduser()
+        if not data_dir.is_dir():
+            raise DataError(
+                f"data folder not found: {data_dir}",
+                tip="pass --data DIR with one sub-folder of images per class",
+            )
+        return data_dir
+    cached = keras_home() / "datasets" / "flower_photos"
+    if cached.is_dir():
+        return cached
+    return download_flowers(keras_home() / "datasets")
+
+
+def download_flowers(datasets_dir: Path) -> Path:
+    """Download and safely extract flower_photos.tgz into the Keras cache."""
+    archive = datasets_dir / "flower_photos.tgz"
+    offline_tip = (
+        f"pass --data DIR (one sub-folder per class), or put the extracted flower_photos in "
+        f"{datasets_dir} (set KERAS_HOME to use another Keras cache)"
+    )
+    try:
+        datasets_dir.mkdir(parents=True, exist_ok=True)
+        if not archive.is_file():
+            console.step(f"downloading tf_flowers into {datasets_dir}")
+            partial = archive.with_suffix(".tgz.part")
+            with urllib.request.urlopen(FLOWERS_URL, timeout=30) as response, open(partial, "wb") as f:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with console.progress("flower_photos.tgz", total) as advance:
+                    while chunk := response.read(1 << 20):
+                        f.write(chunk)
+                        advance(len(chunk))
+            os.replace(partial, archive)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise DataError(f"cannot download flower_photos.tgz: {reason}", tip=offline_tip) from e
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    if digest != FLOWERS_SHA256:
+        archive.unlink()
+        raise DataError("flower_photos.tgz is corrupt (checksum mismatch); deleted it", tip="retry")
+    with tarfile.open(archive) as tar:
+        tar.extractall(datasets_dir, filter="data")  # "data" refuses path traversal and links
+    return datasets_dir / "flower_photos"
+
+
+def _class_folders(root: Path) -> list[Path]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(folders) < 2:
+        found = ", ".join(p.name for p in folders) or "none"
+        raise DataError(
+            f"{root} needs at least 2 class sub-folders, found {len(folders)} ({found})",
+            tip="arrange images as DIR/<class name>/<image files>",
+        )
+    return folders
+
+
+def _read(path: Path, size: int) -> tuple[np.ndarray | None, str, str | None]:
+    """(pixels or None, sha1 of the bytes, reason it was skipped)."""
+    try:
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError as e:
+        return None, "", f"unreadable: {e.strerror or e}"
+    try:
+        return load_image(path, size), digest, None
+    except UnreadableImage as e:
+        return None, digest, f"not a decodable image ({e})"
+
+
+def _split(groups: list[tuple[str, int]], fraction: float, seed: int) -> np.ndarray:
+    """Stratified split over (sha1, label) items: True for validation.
+
+    Per class, a seeded shuffle puts round(n * fraction) items (at least one) in validation;
+    then every copy of a duplicated photo follows its first copy.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.array([label for _, label in groups])
+    is_val = np.zeros(len(groups), dtype=bool)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        n_val = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
+        is_val[rng.permutation(idx)[:n_val]] = True
+    first_split: dict[str, bool] = {}
+    for i, (digest, _) in enumerate(groups):
+        is_val[i] = first_split.setdefault(digest, bool(is_val[i]))
+    return is_val
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    root = resolve_data_dir(cfg.dir)
+    folders = _class_folders(root)
+    classes = [f.name for f in folders]
+    files: list[tuple[Path, int]] = []
+    rng = np.random.default_rng(cfg.split_seed)
+    for label, folder in enumerate(folders):
+        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if cfg.max_images_per_class and len(paths) > cfg.max_images_per_class:
+            paths = sorted(rng.permutation(paths)[: cfg.max_images_per_class].tolist())
+        files += [(p, label) for p in paths]
+
+    size = cfg.image_size
+    with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1)) as pool:
+        reads = list(console.track(pool.map(lambda f: _read(f[0], size), files),
+                                   f"reading {len(files)} images", total=len(files)))  # fmt: skip
+
+    skipped = [SkippedFile(path=str(p.relative_to(root)), reason=why)
+               for (p, _), (_, _, why) in zip(files, reads) if why]  # fmt: skip
+    keep = [i for i, (_, _, why) in enumerate(reads) if not why]
+    for s in skipped:
+        console.warn(f"skipped {s.path}: {s.reason}")
+    labels = np.array([files[i][1] for i in keep], dtype=np.int32)
+    counts = {c: int((labels == k).sum()) for k, c in enumerate(classes)}
+    empty = [c for c, n in counts.items() if n < 2]
+    if empty:
+        raise DataError(
+            f"class folder(s) with fewer than 2 readable images: {', '.join(empty)} (in {root})",
+            tip="add images to those folders or remove them",
+        )
+    digests = [reads[i][1] for i in keep]
+    is_val = _split(list(zip(digests, labels.tolist())), cfg.validation_split, cfg.split_seed)
+    images = np.stack([reads[i][0] for i in keep])
+    duplicate_groups = len(digests) - len(set(digests))
+    summary = DataSummary(
+        source=str(root),
+        classes=classes,
+        class_counts=counts,
+        train_count=int((~is_val).sum()),
+        val_count=int(is_val.sum()),
+        split_seed=cfg.split_seed,
+        validation_split=cfg.validation_split,
+        image_size=size,
+        skipped=skipped,
+        duplicate_groups=duplicate_groups,
+    )
+    return Dataset(
+        classes=classes,
+        train_images=images[~is_val],
+        train_labels=labels[~is_val],
+        val_images=images[is_val],
+        val_labels=labels[is_val],
+        val_paths=[str(files[i][0]) for i, v in zip(keep, is_val) if v],
+        summary=summary,
+    )
+
+
+def calibration_indices(n_train: int, count: int, seed: int) -> np.ndarray:
+    """Which training images form the representative dataset: fixed by seed, sorted."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(n_train)[: min(count, n_train)])
