@@ -29,7 +29,7 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     dir: Path | None = None  # None: the Keras cache's flower_photos, downloaded if absent
-    image_size: int = Field(128, ge=32, le=1024)
+    image_size: int = Field(128, ge=8, le=1024)
     validation_split: float = Field(0.15, gt=0, lt=1)
     split_seed: int = 42
     scaling: Scaling = "-1..1"  # MobileNetV2 expects [-1, 1]

@@ -1,0 +1,66 @@
+import pytest
+
+from quantbench import config
+from quantbench.errors import ConfigError
+from quantbench.schemes import DEFAULT_SCHEMES
+
+
+def test_presets_resolve_with_their_values():
+    seed = config.resolve("seed")
+    assert (seed.model.alpha, seed.data.image_size, seed.train.learning_rate) == (1.0, 224, 1e-5)
+    assert (seed.train.epochs, seed.train.batch_size, seed.data.validation_split) == (10, 32, 0.15)
+    default = config.resolve("default")
+    assert (default.model.alpha, default.data.image_size, default.train.mode) == (0.35, 128, "full")
+    assert config.resolve("smoke").data.max_images_per_class is not None
+    assert default.convert.scheme_names() == list(DEFAULT_SCHEMES)
+
+
+def test_overrides_win_over_file_and_preset(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('name = "mine"\n[train]\nepochs = 3\nlearning_rate = 0.001\n')
+    cfg = config.resolve("default", toml, {"train.epochs": 7})
+    assert (cfg.name, cfg.train.epochs, cfg.train.learning_rate) == ("mine", 7, 0.001)
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("convert:\n  schemes: [int8, float16]\n")
+    assert config.resolve("default", yaml_file).convert.schemes == ["int8", "float16"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"train.epoks": 3}, "unknown config key 'train.epoks' (did you mean 'epochs'?)"),
+        ({"trian.epochs": 3}, "unknown config key 'trian' (did you mean 'train'?)"),
+        ({"train.epochs": -1}, "bad value for 'train.epochs': -1"),
+        ({"data.validation_split": 1.5}, "bad value for 'data.validation_split'"),
+        ({"convert.schemes": ["int9"]}, "unknown scheme 'int9' (did you mean 'int8'?)"),
+        ({"evaluate.threads": [0]}, "bad value for 'evaluate.threads'"),
+    ],
+)
+def test_bad_config_is_one_clear_error(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        config.resolve("default", overrides=overrides)
+    assert info.value.message.startswith(expected)
+    assert "\n" not in info.value.message
+
+
+def test_unknown_preset_and_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'smoke'"):
+        config.resolve("smoek")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        config.resolve("default", bad)
+    with pytest.raises(ConfigError, match="must end in"):
+        config.resolve("default", tmp_path / "c.json") if (tmp_path / "c.json").write_text("{}") else None
+
+
+def test_set_assignment_parses_yaml_values():
+    assert config.parse_assignment("train.epochs=3") == ("train.epochs", 3)
+    assert config.parse_assignment("evaluate.threads=[1, 2]") == ("evaluate.threads", [1, 2])
+    with pytest.raises(ConfigError):
+        config.parse_assignment("train.epochs")
+
+
+def test_training_seeds_follow_repeats_or_explicit_seeds():
+    assert config.resolve("default", overrides={"repeats": 3}).training_seeds() == [1, 2, 3]
+    assert config.resolve("default", overrides={"seeds": [7, 9]}).training_seeds() == [7, 9]

@@ -1,0 +1,103 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from quantbench import data
+from quantbench.config import DataConfig
+from quantbench.errors import DataError
+from tests.conftest import make_image_folder
+
+
+def _load(folder, **kw):
+    return data.load_dataset(DataConfig(dir=folder, image_size=16, **kw))
+
+
+def test_split_is_stratified_and_deterministic(image_folder):
+    a = _load(image_folder, validation_split=0.25)
+    b = _load(image_folder, validation_split=0.25)
+    assert a.classes == ["cats", "dogs", "owls"]
+    assert np.bincount(a.val_labels).tolist() == [3, 3, 3]
+    assert a.val_paths == b.val_paths
+    assert a.train_images.shape == (27, 16, 16, 3) and a.train_images.dtype == np.uint8
+    other = _load(image_folder, validation_split=0.25, split_seed=7)
+    assert other.val_paths != a.val_paths
+    assert a.summary.train_count + a.summary.val_count == 36
+
+
+def test_corrupt_and_non_image_files_are_skipped_and_counted(image_folder):
+    (image_folder / "cats" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (image_folder / "dogs" / "readme.txt").write_text("hello")
+    ds = _load(image_folder)
+    assert sorted(s.path for s in ds.summary.skipped) == ["cats/broken.jpg", "dogs/readme.txt"]
+    assert ds.summary.class_counts == {"cats": 12, "dogs": 12, "owls": 12}
+
+
+def test_duplicates_stay_in_one_split(image_folder):
+    # The same photo under two labels, as tf_flowers has it.
+    shutil.copy(image_folder / "cats" / "cats_000.jpg", image_folder / "dogs" / "copy.jpg")
+    for seed in range(6):
+        ds = _load(image_folder, split_seed=seed)
+        in_val = {p.rsplit("/", 1)[-1] for p in ds.val_paths}
+        assert ("cats_000.jpg" in in_val) == ("copy.jpg" in in_val)
+        assert ds.summary.duplicate_groups == 1
+
+
+def test_max_images_per_class(image_folder):
+    ds = _load(image_folder, max_images_per_class=5)
+    assert sum(ds.summary.class_counts.values()) == 15
+
+
+@pytest.mark.parametrize("layout", ["missing", "one_class", "empty_class"])
+def test_bad_folders_are_clear_errors(tmp_path, layout):
+    folder = tmp_path / "photos"
+    if layout == "one_class":
+        make_image_folder(folder, classes=("only",))
+    elif layout == "empty_class":
+        make_image_folder(folder)
+        (folder / "empty").mkdir()
+    with pytest.raises(DataError) as info:
+        _load(folder)
+    expected = {"missing": "data folder not found", "one_class": "at least 2 class sub-folders",
+                "empty_class": "fewer than 2 readable images: empty"}[layout]  # fmt: skip
+    assert expected in info.value.message
+
+
+def test_offline_download_names_both_alternatives(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "FLOWERS_URL", "http://127.0.0.1:9/flower_photos.tgz")
+    with pytest.raises(DataError) as info:
+        data.resolve_data_dir(None)
+    assert "cannot download flower_photos.tgz" in info.value.message
+    assert "--data DIR" in info.value.tip and "KERAS_HOME" in info.value.tip
+
+
+def test_extraction_refuses_path_traversal(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import tarfile
+
+    archive = tmp_path / "datasets" / "flower_photos.tgz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        payload = b"evil"
+        info = tarfile.TarInfo("../../escaped.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    monkeypatch.setattr(data, "FLOWERS_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
+    with pytest.raises(tarfile.TarError):
+        data.download_flowers(archive.parent)
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+@pytest.mark.realdata
+def test_real_flowers_load_and_split(flowers_dir):
+    ds = data.load_dataset(DataConfig(dir=flowers_dir, image_size=32))
+    assert ds.summary.class_counts == {
+        "daisy": 633, "dandelion": 898, "roses": 641, "sunflowers": 699, "tulips": 799
+    }  # fmt: skip
+    assert ds.summary.skipped == [] and ds.summary.duplicate_groups == 3
+    assert abs(ds.summary.val_count / 3670 - 0.15) < 0.005
+    # the roses/tulips photo is in one split only
+    name = "15922772266_1167a06620.jpg"
+    assert sum(p.endswith(name) for p in ds.val_paths) in (0, 2)

@@ -1,0 +1,79 @@
+"""Every registered scheme converts a tiny model; tests pick up new registry entries."""
+
+import numpy as np
+import pytest
+
+from quantbench.convert import convert_all
+from quantbench.litert import io_dtypes
+from quantbench.schemes import SCHEMES, get_scheme
+from tests.conftest import tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def conversions(tmp_path_factory):
+    import tf_keras as keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(256, activation="relu")(x)  # weights dominate the file size
+    x = keras.layers.Dense(256, activation="relu")(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    calibration = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    out = tmp_path_factory.mktemp("schemes")
+    return {c.scheme: c for c in convert_all(model, list(SCHEMES), calibration, out)}
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_every_scheme_converts(conversions, name):
+    conversion = conversions[name]
+    assert conversion.error is None, conversion.error
+    assert conversion.path.is_file() and conversion.seconds > 0
+    expected_io = "int8" if SCHEMES[name].io_dtype == "int8" else "float32"
+    assert io_dtypes(conversion.path) == (expected_io, expected_io)
+
+
+def test_sizes_shrink_as_expected(conversions):
+    size = {name: c.path.stat().st_size for name, c in conversions.items()}
+    assert 3.0 < size["float32"] / size["dynamic_range"] < 4.5
+    assert 3.0 < size["float32"] / size["int8"] < 4.5
+    assert 1.7 < size["float32"] / size["float16"] < 2.2
+
+
+def test_deprecated_aliases_are_marked_identical_to_default(conversions):
+    assert conversions["dynamic_range"].identical_to is None
+    assert conversions["optimize_for_size"].identical_to == "dynamic_range"
+    assert conversions["optimize_for_latency"].identical_to == "dynamic_range"
+
+
+def test_failed_conversion_is_recorded_not_raised(tmp_path):
+    import tf_keras as keras
+
+    class Opaque(keras.layers.Layer):  # a TF op with no TF Lite builtin
+        def call(self, x):
+            import tensorflow as tf
+
+            return tf.strings.to_number(tf.strings.as_string(x))
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(Opaque()(inputs)))
+    calibration = np.zeros((2, 4), np.float32)
+    results = convert_all(model, ["float32", "int8"], calibration, tmp_path, workers=1)
+    assert all(r.error for r in results)
+    assert all(r.path is None for r in results)
+    assert "AsString" in results[0].error or "as_string" in results[0].error.lower()
+
+
+def test_unknown_scheme_has_a_hint():
+    from quantbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'float16'"):
+        get_scheme("flaot16")
+
+
+def test_tiny_classifier_fixture_is_flat():
+    import tf_keras as keras
+
+    model = tiny_classifier()
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
