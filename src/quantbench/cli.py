@@ -123,8 +123,9 @@ def run(preset: str, config_file: Path | None, assignments: tuple[str, ...], **f
         overrides[key] = value
     cfg = config_mod.resolve(preset, config_file, overrides)
 
-    from quantbench import runner
+    from quantbench import quiet, runner
 
+    quiet.import_tensorflow(verbose=_VERBOSE["on"])
     runner.run(cfg)
 
 

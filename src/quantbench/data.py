@@ -91,7 +91,7 @@ def download_flowers(datasets_dir: Path) -> Path:
     return datasets_dir / "flower_photos"
 
 
-def _class_folders(root: Path) -> list[Path]:
+def check_class_folders(root: Path) -> list[Path]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(folders) < 2:
         found = ", ".join(p.name for p in folders) or "none"
@@ -135,7 +135,7 @@ def _split(groups: list[tuple[str, int]], fraction: float, seed: int) -> np.ndar
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     root = resolve_data_dir(cfg.dir)
-    folders = _class_folders(root)
+    folders = check_class_folders(root)
     classes = [f.name for f in folders]
     files: list[tuple[Path, int]] = []
     rng = np.random.default_rng(cfg.split_seed)

@@ -52,9 +52,10 @@ def resolve_weights(weights: str, alpha: float) -> str | None:
     try:
         return keras.utils.get_file(fname, WEIGHTS_ORIGIN + fname, cache_subdir="models")
     except Exception as e:  # noqa: BLE001 - any download failure means the same to the user
+        reason = str(e).split(" -- ")[-1].strip().splitlines()[0][:160] if str(e) else type(e).__name__
         raise ModelError(
             f"MobileNetV2 ImageNet weights {fname} are not in the Keras cache and cannot be "
-            f"downloaded ({type(e).__name__})",
+            f"downloaded ({reason})",
             tip=f"put {fname} in {_cache_dirs()[0]} (KERAS_HOME), pass --weights PATH, "
             f"or use --weights none",
         ) from e

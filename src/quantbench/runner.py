@@ -185,6 +185,15 @@ def train_and_evaluate(ctx: EvalContext, results: RunResults, repeat: int, seed:
     evaluate_source(ctx, results, model, "float", cfg.convert.scheme_names(), repeat)
 
 
+def preflight(cfg: RunConfig) -> None:
+    """Fail on bad inputs before a run directory exists: the data folder and the weights."""
+    from quantbench.data import check_class_folders, resolve_data_dir
+    from quantbench.model import resolve_weights
+
+    check_class_folders(resolve_data_dir(cfg.data.dir))
+    resolve_weights(cfg.model.weights, cfg.model.alpha)
+
+
 def start(cfg: RunConfig, command: str = "run") -> tuple[RunResults, Path]:
     """Create the run directory, write the resolved config and the first results.json."""
     run_dir = create_run_dir(cfg.output_dir, cfg.name)
@@ -208,6 +217,7 @@ def finish(results: RunResults, run_dir: Path, started: float, status: str) -> N
 def run(cfg: RunConfig) -> tuple[RunResults, Path]:
     """Run the experiment `cfg` describes; returns the results and the run directory."""
     started = time.perf_counter()
+    preflight(cfg)
     results, run_dir = start(cfg)
     try:
         console.step("reading images")
