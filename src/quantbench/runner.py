@@ -106,7 +106,9 @@ def evaluate_source(
     out_dir = ctx.run_dir if repeat == 0 else ctx.run_dir / f"repeat-{repeat}"
     prefix = "" if source == "float" else f"{source}_"
     console.step(f"converting the {source} model: {', '.join(scheme_names)}")
+    started = time.perf_counter()
     conversions = convert_all(model, scheme_names, ctx.calibration_inputs, out_dir, prefix=prefix)
+    console.info(f"converted in {time.perf_counter() - started:.1f} s")
     rows: list[VariantResult] = []
     reference_ms: float | None = None
     for conversion in conversions:
@@ -175,7 +177,8 @@ def train_and_evaluate(ctx: EvalContext, results: RunResults, repeat: int, seed:
     training = fit(model, ctx.dataset, preprocessing_of(cfg), cfg.train, seed=seed, repeat=repeat)
     results.training.append(training)
     if repeat == 0:
-        model.save(ctx.run_dir / "model.keras")
+        # Without the optimizer's state: the file a user would ship or quantize again.
+        model.save(ctx.run_dir / "model.keras", include_optimizer=False)
     reference = _reference_row(ctx, model, "float", repeat)
     if repeat == 0:
         reference.path = "model.keras"

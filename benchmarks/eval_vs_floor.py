@@ -1,0 +1,97 @@
+"""Evaluation speed: quantbench's batched evaluation vs the invoke floor vs the seed's loop.
+
+For every scheme, on the real validation split at the same thread count:
+  floor     = images x median single-image invoke time (set_tensor + invoke, inputs ready)
+  ours      = wall time of quantbench.evaluate.predict_tflite (quantization included)
+  seed loop = the seed's loop: tf.expand_dims, set_tensor, invoke, get_tensor per image
+Targets: ours / floor <= 1.15 and seed / ours >= 1.0, with identical predictions.
+
+    python benchmarks/eval_vs_floor.py [--threads 2] [--schemes float32,int8,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import flowers, median, mobilenet
+
+from quantbench import litert
+from quantbench.convert import convert_all
+from quantbench.data import calibration_indices
+from quantbench.evaluate import predict_tflite
+from quantbench.preprocess import Preprocessing
+
+
+def floor_seconds(path: Path, inputs: np.ndarray, threads: int, samples: int = 50) -> float:
+    interpreter = litert.open_interpreter(path, threads)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    quantized = litert.quantize_input(inputs[:samples], detail)
+    for image in quantized[:5]:  # warm-up
+        interpreter.set_tensor(detail["index"], image[None])
+        interpreter.invoke()
+    times = []
+    for image in quantized:
+        started = time.perf_counter()
+        interpreter.set_tensor(detail["index"], image[None])
+        interpreter.invoke()
+        times.append(time.perf_counter() - started)
+    return median(times) * len(inputs)
+
+
+def seed_loop(path: Path, inputs: np.ndarray, threads: int) -> tuple[np.ndarray, float]:
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    interpreter = litert.open_interpreter(path, threads)
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    predictions = []
+    for image in inputs:
+        batch = tf.expand_dims(image, 0).numpy()
+        interpreter.set_tensor(input_detail["index"], litert.quantize_input(batch, input_detail))
+        interpreter.invoke()
+        predictions.append(int(np.argmax(interpreter.get_tensor(output_detail["index"])[0])))
+    return np.array(predictions), time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--schemes", default="float32,dynamic_range,float16,int8,int8_io")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    dataset = flowers()
+    preprocessing = Preprocessing(128)
+    val_inputs = preprocessing.scale(dataset.val_images)
+    calibration = preprocessing.scale(
+        dataset.train_images[calibration_indices(len(dataset.train_images), 100, 42)]
+    )
+    model = mobilenet(len(dataset.classes))
+    with tempfile.TemporaryDirectory() as tmp:
+        conversions = convert_all(model, args.schemes.split(","), calibration, Path(tmp))
+        print(f"{len(val_inputs)} validation images, {args.threads} threads, "
+              f"batch {args.batch_size}")  # fmt: skip
+        print(f"{'scheme':<14}{'floor s':>9}{'ours s':>9}{'seed s':>9}"
+              f"{'ours/floor':>12}{'seed/ours':>11}  same predictions")  # fmt: skip
+        for c in conversions:
+            if c.error:
+                print(f"{c.scheme:<14} failed to convert: {c.error}")
+                continue
+            floor = floor_seconds(c.path, val_inputs, args.threads)
+            started = time.perf_counter()
+            ours = predict_tflite(c.path, val_inputs, args.threads, args.batch_size).argmax(1)
+            ours_seconds = time.perf_counter() - started
+            seed, seed_seconds = seed_loop(c.path, val_inputs, args.threads)
+            print(f"{c.scheme:<14}{floor:>9.2f}{ours_seconds:>9.2f}{seed_seconds:>9.2f}"
+                  f"{ours_seconds / floor:>12.2f}{seed_seconds / ours_seconds:>11.2f}  "
+                  f"{(ours == seed).mean():.1%}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
