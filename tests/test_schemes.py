@@ -77,3 +77,29 @@ def test_tiny_classifier_fixture_is_flat():
 
     model = tiny_classifier()
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+
+
+def test_a_converter_crash_costs_one_scheme_not_the_run(monkeypatch):
+    """A worker that dies mid-way: its current scheme fails, the rest run in a new worker."""
+    import json
+    import subprocess
+
+    from quantbench import convert
+
+    calls = []
+
+    def fake_run(command, input, capture_output, text):
+        jobs = json.loads(input)["jobs"]
+        calls.append([name for name, _ in jobs])
+        if len(calls) == 1:  # first worker: one scheme done, then a segfault
+            line = json.dumps({"scheme": jobs[0][0], "seconds": 1.0, "error": None})
+            return subprocess.CompletedProcess(command, -11, line + "\n", "Fatal Python error: x\n")
+        lines = [json.dumps({"scheme": n, "seconds": 2.0, "error": None}) for n, _ in jobs]
+        return subprocess.CompletedProcess(command, 0, "\n".join(lines), "")
+
+    monkeypatch.setattr(convert.subprocess, "run", fake_run)
+    jobs = [("float32", "a"), ("int8", "b"), ("float16", "c")]
+    outcomes = convert._run_worker("sm", "cal.npy", jobs)
+    assert calls == [["float32", "int8", "float16"], ["float16"]]
+    assert outcomes["float32"] == (1.0, None) and outcomes["float16"] == (2.0, None)
+    assert outcomes["int8"][1].startswith("converter process died (exit code -11): Fatal Python")
