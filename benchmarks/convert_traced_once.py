@@ -67,7 +67,7 @@ def main() -> None:
             ours_bytes, naive_bytes = c.path.read_bytes(), (naive_dir / f"{c.scheme}.tflite").read_bytes()
             a = predict_tflite(c.path, inputs, 2).argmax(1)
             b = predict_tflite(naive_dir / f"{c.scheme}.tflite", inputs, 2).argmax(1)
-            print(f"  {c.scheme:<14} same bytes: {ours_bytes == naive_bytes!s:<6} "
+            print(f"  {c.scheme:<14} {c.seconds:5.1f} s  same bytes: {ours_bytes == naive_bytes!s:<6} "
                   f"same top-1 on {len(inputs)} images: {np.mean(a == b):.1%}")
 
 

@@ -71,3 +71,12 @@ def tiny_classifier(num_classes=3, size=32):
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    """A tiny CNN converted with several schemes (and a QAT copy), shared by latency,
+    explain and bench tests."""
+    from tests.test_latency import build_tiny_models
+
+    return build_tiny_models()

@@ -25,4 +25,14 @@ if "tensorflow" in _sys.modules and "tf_keras" not in _sys.modules:  # pragma: n
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "quantize", "recommend"]
+
+
+def __getattr__(name: str):
+    # Lazy, so `import quantbench` stays light (no pydantic models, no TensorFlow).
+    if name in ("recommend", "quantize"):
+        import importlib
+
+        # Callable modules: see the end of recommend.py and quantize.py.
+        return importlib.import_module(f"quantbench.{name}")
+    raise AttributeError(f"module 'quantbench' has no attribute {name!r}")

@@ -129,6 +129,61 @@ def run(preset: str, config_file: Path | None, assignments: tuple[str, ...], **f
     runner.run(cfg)
 
 
+# --- quantize ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Photos to evaluate on: one sub-folder per class.")
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="Class names in the model's output order, one a line (default: sorted folders).")
+@click.option("--image-size", type=int, help="Input size, when the model does not fix one.")
+@click.option("--scaling", type=click.Choice(["-1..1", "0..1", "0..255", "imagenet"]),
+              help="Pixel scaling the model expects (default -1..1).")
+@click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), help="Default rgb.")
+@click.option("--schemes", help="Comma-separated subset of schemes (default: all).")
+@click.option("--eval-split", type=click.Choice(["validation", "all"]),
+              help="Score the validation split (default) or every image in DIR.")
+@click.option("--check", is_flag=True, default=None,
+              help="First score every scaling x channel order and warn if the declared one is off.")
+@click.option("--qat-epochs", type=int, help="Also fine-tune with QAT on DIR's training split.")
+@click.option("--qat-learning-rate", type=float)
+@click.option("--unsafe", is_flag=True, default=None,
+              help="Allow Lambda layers (their Python code runs when the model loads).")
+@click.option("--custom-objects", help="Module (or .py file) defining the model's custom layers.")
+@click.option("--validation-split", type=float, help="Fraction of images held out (0..1).")
+@click.option("--split-seed", type=int)
+@click.option("--max-images-per-class", type=int)
+@click.option("--calibration-images", type=int, help="Representative dataset size.")
+@click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
+@click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
+@click.option("--max-accuracy-drop", type=float, help="Recommendation: max points below float.")
+@click.option("--max-size", type=float, help="Recommendation: max model size in MB.")
+@click.option("--max-latency", type=float, help="Recommendation: max median latency in ms.")
+@click.option("--objective", type=click.Choice(["size", "latency", "accuracy"]))
+@click.option("--name", help="Run name (default: quantize-<model file name>).")
+@click.option("--output-dir", type=click.Path(path_type=Path), help="Where run directories go.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML or TOML file.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Any config key, e.g. --set data.validation_split=0.3 (repeatable).")  # fmt: skip
+def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...], **flags) -> None:
+    """Quantize your own Keras model (.keras, .h5, SavedModel) with every scheme and evaluate
+    each variant on your photos against the original."""
+    from quantbench import config as config_mod
+    from quantbench import quantize as quantize_mod
+
+    flags["schemes"] = _csv_list(flags["schemes"])
+    flags["threads"] = _csv_list(flags["threads"], int)
+    overrides = dict(config_mod.parse_assignment(text) for text in assignments)
+    cfg, size_given = quantize_mod.build_config(model, flags, config_file, overrides)
+
+    from quantbench import quiet
+
+    quiet.import_tensorflow(verbose=_VERBOSE["on"])
+    quantize_mod.run_quantize(cfg, size_given=size_given)
+
+
 # --- schemes ------------------------------------------------------------------------------
 
 
@@ -146,6 +201,140 @@ def schemes() -> None:
     for s in SCHEMES.values():
         table.add_row(s.name, s.policy, "yes" if s.default else "no", s.description)
     out.print(table)
+
+
+# --- bench --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--threads", help="Comma-separated thread counts (default: 1 and all cores).")
+@click.option("--delegates", default="xnnpack", show_default=True,
+              help="Comma-separated: xnnpack (LiteRT's default), none (builtin kernels).")
+@click.option("--runs", type=click.IntRange(1), default=50, show_default=True,
+              help="Minimum timed invokes per figure.")
+@click.option("--min-seconds", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Minimum timed seconds per figure.")
+@click.option("--max-seconds", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Cap of the timed loop (slow models stop here with fewer runs).")
+@click.option("--warmup-runs", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Feed real images from this folder (default: random inputs).")
+@click.option("--image-size", type=int, help="Image size (default: the model's input size).")
+@click.option("--scaling", type=click.Choice(["-1..1", "0..1", "0..255", "imagenet"]),
+              default="-1..1", show_default=True, help="Pixel scaling the model expects.")
+@click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb",
+              show_default=True)
+@click.option("--images", type=click.IntRange(1), default=16, show_default=True,
+              help="How many inputs to cycle through.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def bench(model: Path, threads: str | None, delegates: str, runs: int, min_seconds: float,
+          max_seconds: float, warmup_runs: int, data: Path | None, image_size: int | None,
+          scaling: str, channel_order: str, images: int, as_json: bool) -> None:  # fmt: skip
+    """Benchmark any .tflite file's latency on LiteRT (benchmark_model's method)."""
+    import json
+
+    from quantbench import latency
+    from quantbench.preprocess import Preprocessing
+
+    threads_list = latency.parse_threads(threads)
+    modes = latency.parse_delegates(delegates)
+    latency.check_model_file(model)
+    size = image_size or latency.input_shape(model)[1]
+    report = latency.bench(
+        model, threads_list, modes, data_dir=data,
+        preprocessing=Preprocessing(size, scaling, channel_order), images=images,
+        min_runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, warmup_runs=warmup_runs,
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    _print_bench(report)
+
+
+def _print_bench(report: dict) -> None:
+    from rich.table import Table
+
+    from quantbench.console import out
+
+    table = Table(title=f"{report['model']} ({report['size_bytes'] / 1e6:.2f} MB)",
+                  header_style="bold", title_justify="left")  # fmt: skip
+    columns = ["threads", "delegate", "runs", "init", "first", "median", "mean", "std", "min",
+               "p90", "p95", "max", "cpu", "peak RSS"]  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column == "delegate" else "right")
+    for r in report["results"]:
+        ms = [f"{r[k]:.3g}" if r[k] is not None else "-" for k in
+              ("init_ms", "first_invoke_ms", "median_ms", "mean_ms", "std_ms", "min_ms",
+               "p90_ms", "p95_ms", "max_ms", "cpu_ms")]  # fmt: skip
+        runs = f"{r['runs']}{' (capped)' if r['capped'] else ''}"
+        rss = f"{r['peak_rss_mb']:.1f} MB" if r["peak_rss_mb"] is not None else "-"
+        table.add_row(str(r["threads"]), r["delegate"], runs, *ms, rss)
+    out.print(table)
+    out.print(f"times in ms (cpu: median process CPU time per invoke); device {report['device']} "
+              f"({report['cpu_cores']} cores); "
+              f"inputs: {report['inputs']}; XNNPACK takes {report['delegated_ops']} of "
+              f"{report['ops']} ops", highlight=False)  # fmt: skip
+    for note in report["notes"]:
+        out.print(f"- {note}", highlight=False)
+
+
+# --- report, compare ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Default: RUN_DIR/report.html.")
+@click.option("--max-accuracy-drop", type=float, help="Recommendation: max points below float.")
+@click.option("--max-size", type=float, help="Recommendation: max model size in MB.")
+@click.option("--max-latency", type=float, help="Recommendation: max median latency in ms.")
+@click.option("--objective", type=click.Choice(["size", "latency", "accuracy"]),
+              help="Recommendation: what to optimize among variants that fit.")  # fmt: skip
+def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_latency,
+           objective) -> None:  # fmt: skip
+    """Rebuild report.html from RUN_DIR/results.json (no retraining, no TensorFlow)."""
+    from quantbench import recommend as rec_mod
+    from quantbench.console import out as stdout
+    from quantbench.report import write_report
+    from quantbench.results import load
+
+    results = load(run_dir)
+    flags = {"max_accuracy_drop": max_accuracy_drop, "max_size_mb": max_size,
+             "max_latency_ms": max_latency, "objective": objective}  # fmt: skip
+    rec = None if any(v is not None for v in flags.values()) else rec_mod.stored(results)
+    if rec is None:
+        # Shown in this report only; results.json keeps what the run recorded.
+        rec = rec_mod.attach(results, _constraints(rec_mod, results, flags))
+    path = write_report(results, run_dir, out)
+    rec_mod.print_recommendation(rec)
+    stdout.print(f"\nreport: {path}", highlight=False)
+
+
+def _constraints(rec_mod, results, flags: dict):
+    from pydantic import ValidationError
+
+    from quantbench.errors import ConfigError
+
+    try:
+        return rec_mod.constraints_of(results, **flags)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ConfigError(f"bad value for {first['loc'][0]!r}: {first['input']!r}: {first['msg']}",
+                          tip="limits must be positive numbers") from None  # fmt: skip
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("comparison.html"),
+              show_default=True, help="Where to write the comparison page.")  # fmt: skip
+def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
+    """One report across several runs: combined table and trade-off plots."""
+    from quantbench.console import out as stdout
+    from quantbench.report import write_comparison
+    from quantbench.results import load
+
+    path = write_comparison([(load(d), d) for d in run_dirs], out)
+    stdout.print(f"comparison of {len(run_dirs)} runs: {path}", highlight=False)
 
 
 # --- error boundary -----------------------------------------------------------------------

@@ -35,6 +35,7 @@ class DataConfig(_Section):
     scaling: Scaling = "-1..1"  # MobileNetV2 expects [-1, 1]
     channel_order: Literal["rgb", "bgr"] = "rgb"
     max_images_per_class: int | None = Field(None, ge=2)
+    labels_file: Path | None = None  # class names in the model's output order, one a line
 
 
 class ModelConfig(_Section):
@@ -102,6 +103,16 @@ class QatConfig(_Section):
     )  # fmt: skip
 
 
+class QuantizeConfig(_Section):
+    """`quantbench quantize`: the user's own model (see docs/byo.md)."""
+
+    model: Path | None = None  # .keras, .h5/.hdf5 or a SavedModel directory
+    eval_split: Literal["validation", "all"] = "validation"
+    check: bool = False  # score every scaling x channel order on a sample first
+    unsafe: bool = False  # allow Lambda layers (their Python code runs on load)
+    custom_objects: str | None = None  # module (or .py file) with the model's custom layers
+
+
 class RecommendConfig(_Section):
     """Constraints and objective for "which variant should I ship?"."""
 
@@ -123,6 +134,7 @@ class RunConfig(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     qat: QatConfig = Field(default_factory=QatConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     repeats: int = Field(1, ge=1, le=100)
     seeds: list[int] | None = None  # explicit training seeds; overrides repeats
     track: Literal["mlflow", "wandb"] | None = None

@@ -87,8 +87,13 @@ class LatencyResult(_Model):
     p95_ms: float | None = None
     init_ms: float | None = None
     first_invoke_ms: float | None = None
-    peak_rss_mb: float | None = None
+    cpu_ms: float | None = None  # median process CPU time per invoke (all threads' sum)
+    peak_rss_mb: float | None = None  # RSS the model's interpreter added (fresh process)
     device: str | None = None
+    inputs: str | None = None  # what was fed: "16 images" or "16 random inputs in -1..1"
+    capped: bool = False  # the time cap stopped the timed runs before min_runs
+    delegated_ops: int | None = None  # ops XNNPACK took over (None: XNNPACK off)
+    total_ops: int | None = None  # ops in the model's main subgraph
 
 
 class VariantResult(_Model):

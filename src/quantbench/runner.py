@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -125,8 +126,11 @@ def evaluate_source(
             twin = next((r for r in rows if r.scheme == conversion.identical_to), None)
             if twin is not None:
                 # Same bytes, same model: copy the measurements and say so.
-                measured = twin.model_dump(include={"accuracy", "agreement", "eval_images",
-                    "per_class_accuracy", "confusion", "latency", "input_dtype", "output_dtype"})  # fmt: skip
+                # Copy attributes, not a dump: model_copy(update=) does not re-validate, so
+                # dumped dicts would replace the LatencyResult objects.
+                copied = twin.model_copy(deep=True)
+                measured = {k: getattr(copied, k) for k in ("accuracy", "agreement", "eval_images",
+                    "per_class_accuracy", "confusion", "latency", "input_dtype", "output_dtype")}  # fmt: skip
                 row = row.model_copy(update={**measured, "status": "identical",
                                              "identical_to": twin.variant})  # fmt: skip
                 row.notes.append(f"byte-identical to {twin.variant}: the scheme had no effect")
@@ -164,6 +168,16 @@ def _reference_row(ctx: EvalContext, model, source: str, repeat: int) -> Variant
     )  # fmt: skip
 
 
+def save_for_inference(model, path: Path) -> None:
+    """Save the model without its optimizer's state (a third of the file for Adam)."""
+    import tf_keras as keras
+
+    # The .keras format has no include_optimizer flag: save an uncompiled twin instead.
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    twin.save(path)
+
+
 def train_and_evaluate(ctx: EvalContext, results: RunResults, repeat: int, seed: int) -> None:
     from quantbench.model import build_classifier, freeze_base
     from quantbench.train import fit, seed_everything
@@ -177,8 +191,7 @@ def train_and_evaluate(ctx: EvalContext, results: RunResults, repeat: int, seed:
     training = fit(model, ctx.dataset, preprocessing_of(cfg), cfg.train, seed=seed, repeat=repeat)
     results.training.append(training)
     if repeat == 0:
-        # Without the optimizer's state: the file a user would ship or quantize again.
-        model.save(ctx.run_dir / "model.keras", include_optimizer=False)
+        save_for_inference(model, ctx.run_dir / "model.keras")
     reference = _reference_row(ctx, model, "float", repeat)
     if repeat == 0:
         reference.path = "model.keras"
@@ -186,6 +199,26 @@ def train_and_evaluate(ctx: EvalContext, results: RunResults, repeat: int, seed:
     results.variants.append(reference)
     results_mod.save(results, ctx.run_dir)
     evaluate_source(ctx, results, model, "float", cfg.convert.scheme_names(), repeat)
+    for recipe in cfg.qat.recipes:
+        evaluate_qat(ctx, results, model, recipe, repeat, seed)
+
+
+def evaluate_qat(ctx: EvalContext, results: RunResults, float_model, recipe: str, repeat: int,
+                 seed: int) -> None:  # fmt: skip
+    """Train one QAT recipe (docs/qat.md), then score its Keras model and every QAT scheme."""
+    from quantbench.qat import mark_same_models, train_qat
+
+    source = f"qat_{recipe}"
+    qat_model, training = train_qat(
+        recipe, float_model=float_model, dataset=ctx.dataset, preprocessing=preprocessing_of(ctx.cfg),
+        cfg=ctx.cfg, repeat=repeat, seed=seed,
+    )  # fmt: skip
+    results.training.append(training)
+    results.variants.append(_reference_row(ctx, qat_model, source, repeat))
+    results_mod.save(results, ctx.run_dir)
+    rows = evaluate_source(ctx, results, qat_model, source, ctx.cfg.qat.schemes, repeat)
+    mark_same_models(rows, ctx.run_dir)  # e.g. float16 on a QAT model: DEFAULT's int8 model
+    results_mod.save(results, ctx.run_dir)
 
 
 def preflight(cfg: RunConfig) -> None:
@@ -195,6 +228,10 @@ def preflight(cfg: RunConfig) -> None:
 
     check_class_folders(resolve_data_dir(cfg.data.dir))
     resolve_weights(cfg.model.weights, cfg.model.alpha)
+    if cfg.track:
+        from quantbench.tracking import check_available
+
+        check_available(cfg.track)  # a missing tracker fails now, not after training
 
 
 def start(cfg: RunConfig, command: str = "run") -> tuple[RunResults, Path]:
@@ -217,14 +254,18 @@ def finish(results: RunResults, run_dir: Path, started: float, status: str) -> N
     results_mod.save(results, run_dir)
 
 
-def run(cfg: RunConfig) -> tuple[RunResults, Path]:
-    """Run the experiment `cfg` describes; returns the results and the run directory."""
+def pipeline(
+    cfg: RunConfig, command: str, body: Callable[[EvalContext, RunResults], None],
+    dataset: Dataset | None = None,
+) -> tuple[RunResults, Path]:  # fmt: skip
+    """The frame every command shares: run directory, images (read here unless given), the
+    shared EvalContext, `body(ctx, results)` (train/convert/evaluate), then finish and print."""
     started = time.perf_counter()
-    preflight(cfg)
-    results, run_dir = start(cfg)
+    results, run_dir = start(cfg, command)
     try:
-        console.step("reading images")
-        dataset = load_dataset(cfg.data)
+        if dataset is None:
+            console.step("reading images")
+            dataset = load_dataset(cfg.data)
         results.data = dataset.summary
         summary = dataset.summary
         console.info(
@@ -233,14 +274,56 @@ def run(cfg: RunConfig) -> tuple[RunResults, Path]:
         )
         results_mod.save(results, run_dir)
         ctx = EvalContext.build(cfg, run_dir, dataset)
-        for repeat, seed in enumerate(cfg.training_seeds()):
-            train_and_evaluate(ctx, results, repeat, seed)
+        body(ctx, results)
     except BaseException:
         finish(results, run_dir, started, "failed")
+        _write_report(results, run_dir)  # what was measured stays viewable
         raise
     finish(results, run_dir, started, "complete")
+    from quantbench.recommend import attach, print_recommendation
     from quantbench.table import print_results
 
+    recommendation = attach(results, cfg.recommend)
+    results_mod.save(results, run_dir)
+    report = _write_report(results, run_dir)
     print_results(results)
+    print_recommendation(recommendation)
+    if cfg.track:
+        from quantbench.tracking import log_run
+
+        console.out.print(f"tracked in {cfg.track}: {log_run(results, run_dir, cfg.track)}")
+    if report:
+        console.out.print(f"report: {report}", highlight=False)
     console.out.print(f"\nrun directory: {run_dir}", highlight=False)
+    return results, run_dir
+
+
+def _write_report(results: RunResults, run_dir: Path) -> Path | None:
+    from quantbench.report import write_report
+
+    try:
+        return write_report(results, run_dir)
+    except Exception as e:  # noqa: BLE001 - a report bug must not cost the measurements
+        console.warn(f"could not write report.html ({type(e).__name__}: {e}); results.json is complete")
+        return None
+
+
+def run(cfg: RunConfig) -> tuple[RunResults, Path]:
+    """Run the experiment `cfg` describes; returns the results and the run directory."""
+    preflight(cfg)
+
+    def train_every_seed(ctx: EvalContext, results: RunResults) -> None:
+        for repeat, seed in enumerate(cfg.training_seeds()):
+            train_and_evaluate(ctx, results, repeat, seed)
+        from quantbench import seed as seed_report, stats
+
+        stats.attach(results)  # repeat statistics and training cost
+        seed_report.attach(results)  # the seed report's figures and claims beside ours
+
+    results, run_dir = pipeline(cfg, "run", train_every_seed)
+    from quantbench import seed as seed_report
+    from quantbench.qat import training_table
+
+    console.out.print(training_table(results))
+    seed_report.print_comparison(results)
     return results, run_dir

@@ -1,0 +1,169 @@
+"""`--check`: does the declared preprocessing match the model? Score every alternative.
+
+The original Keras model is scored on one sample of the photos (up to 500) under each
+scaling x channel order (8 combinations). Because every combination sees the *same* images,
+an alternative is compared with the declared one by an exact one-sided McNemar test on the
+discordant images (b: only the alternative is right, c: only the declared one is), with a
+Bonferroni correction over the 7 alternatives. The declared one is also tested against
+chance (one-sided binomial test of its correct count against 1 / classes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from quantbench.preprocess import CHANNEL_ORDERS, SCALINGS, Preprocessing
+
+SAMPLE_LIMIT = 500
+ALPHA = 0.05
+
+
+@dataclass
+class CheckRow:
+    scaling: str
+    channel_order: str
+    accuracy: float
+    declared: bool = False
+    only_this_right: int = 0  # McNemar b, against the declared combination
+    only_declared_right: int = 0  # McNemar c
+    p_value: float | None = None  # one-sided: this combination beats the declared one
+    better: bool = False
+
+    @property
+    def flags(self) -> str:
+        return f"--scaling {self.scaling} --channel-order {self.channel_order}"
+
+
+@dataclass
+class CheckResult:
+    images: int
+    classes: int
+    rows: list[CheckRow]
+    chance: float
+    chance_p_value: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def declared(self) -> CheckRow:
+        return next(r for r in self.rows if r.declared)
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images, "classes": self.classes, "chance": self.chance,
+            "chance_p_value": self.chance_p_value, "warnings": self.warnings,
+            "rows": [asdict(r) for r in self.rows],
+        }  # fmt: skip
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed exactly in log space (n is small here)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_n = math.lgamma(n + 1)
+    terms = [
+        log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        for i in range(k, n + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
+
+
+def mcnemar_p(only_alternative: int, only_declared: int) -> float:
+    """Exact one-sided McNemar p-value that the alternative is the more accurate one."""
+    return binomial_tail(only_alternative, only_alternative + only_declared, 0.5)
+
+
+def sample(images: np.ndarray, labels: np.ndarray, limit: int = SAMPLE_LIMIT, seed: int = 0):
+    """Up to `limit` images, drawn at random (fixed seed) so every class is represented."""
+    if len(images) <= limit:
+        return images, labels
+    picks = np.sort(np.random.default_rng(seed).permutation(len(images))[:limit])
+    return images[picks], labels[picks]
+
+
+def check_preprocessing(
+    model, images: np.ndarray, labels: np.ndarray, num_classes: int, declared: Preprocessing,
+    alpha: float = ALPHA,
+) -> CheckResult:  # fmt: skip
+    """Score `model` on uint8 `images` under every scaling x channel order."""
+    from quantbench.train import predict_keras
+
+    combos = [(s, c) for s in SCALINGS for c in CHANNEL_ORDERS]
+    correct: dict[tuple[str, str], np.ndarray] = {}
+    for scaling, order in combos:
+        preprocessing = Preprocessing(declared.image_size, scaling, order)
+        predicted = predict_keras(model, images, preprocessing).argmax(axis=1)
+        correct[(scaling, order)] = predicted == labels
+    key = (declared.scaling, declared.channel_order)
+    base = correct[key]
+    threshold = alpha / (len(combos) - 1)  # Bonferroni over the alternatives
+    rows: list[CheckRow] = []
+    for combo in combos:
+        hits = correct[combo]
+        row = CheckRow(*combo, accuracy=float(hits.mean()), declared=combo == key)
+        if not row.declared:
+            row.only_this_right = int((hits & ~base).sum())
+            row.only_declared_right = int((base & ~hits).sum())
+            row.p_value = mcnemar_p(row.only_this_right, row.only_declared_right)
+            row.better = row.p_value < threshold
+        rows.append(row)
+    n = len(labels)
+    chance = 1.0 / num_classes
+    result = CheckResult(n, num_classes, rows, chance, binomial_tail(int(base.sum()), n, chance))
+    declared_row = result.declared
+    better = sorted((r for r in rows if r.better), key=lambda r: -r.accuracy)
+    if better:
+        best = better[0]
+        result.warnings.append(
+            f"the declared preprocessing ({declared.scaling}, {declared.channel_order}) scores "
+            f"{declared_row.accuracy:.1%} but {best.scaling}, {best.channel_order} scores "
+            f"{best.accuracy:.1%} on the same {n} images (McNemar p = {best.p_value:.2g}): "
+            f"use {best.flags}"
+            + "".join(f" (or {r.flags}, as good)" for r in better[1:]
+                      if r.accuracy == best.accuracy)
+        )
+    if result.chance_p_value >= alpha:
+        result.warnings.append(
+            f"the declared preprocessing scores {declared_row.accuracy:.1%}, not clearly above "
+            f"chance ({chance:.1%} for {num_classes} classes, binomial p = "
+            f"{result.chance_p_value:.2g}): check --scaling, --channel-order and the class order "
+            f"(--labels FILE)"
+        )
+    return result
+
+
+def check_table(result: CheckResult):
+    from rich.table import Table
+
+    table = Table(
+        title=f"preprocessing check: the original model on {result.images} images",
+        header_style="bold", title_justify="left",
+    )  # fmt: skip
+    for column, justify in [("scaling", "left"), ("channel order", "left"),
+                            ("accuracy %", "right"), ("vs declared", "left")]:  # fmt: skip
+        table.add_column(column, justify=justify)
+    for r in result.rows:
+        if r.declared:
+            verdict = "declared"
+        else:
+            verdict = f"+{r.only_this_right}/-{r.only_declared_right}, p={r.p_value:.2g}"
+            verdict += "  [bold yellow]better[/]" if r.better else ""
+        table.add_row(r.scaling, r.channel_order, f"{r.accuracy * 100:.1f}", verdict,
+                      style="bold" if r.declared else None)  # fmt: skip
+    return table
+
+
+def print_check(result: CheckResult) -> None:
+    from quantbench import console
+
+    console.out.print(check_table(result))
+    for warning in result.warnings:
+        console.warn(warning)
+    if not result.warnings:
+        console.info("no alternative scores significantly better than the declared preprocessing")

@@ -1,0 +1,443 @@
+"""Per-image latency of a .tflite model on LiteRT, measured the way TFLite's benchmark_model does.
+
+Method (one figure = one model x thread count x delegate):
+- a fresh worker process (`python -m quantbench.latency`) opens the interpreter, so init time,
+  first-invoke time and peak memory are the model's own: not flattered by libraries another
+  model already loaded, and not inflated by TensorFlow or the previous model in our process.
+  A crashing kernel also takes down only the worker. Cost: ~0.5 s of start-up per figure.
+- init = interpreter construction + allocate_tensors (where LiteRT applies XNNPACK);
+  first invoke is timed on its own, then warm-up runs until both `warmup_runs` and
+  `warmup_seconds` are reached;
+- timed runs continue until both `min_runs` and `min_seconds` are reached, or `max_seconds`
+  has passed (a reference-kernel model at 100 ms+ per invoke still finishes; `capped` says so
+  and `runs` is the count actually made, never fewer than `MIN_RUNS_FLOOR`);
+- only `invoke()` is timed. Before each invoke the next real image is copied into the input
+  tensor (quantized with the tensor's own scale/zero point for integer-input models, outside
+  the timed region), so caches and data-dependent kernels see real inputs, not one constant array;
+- the headline is the median, robust to the preemptions of a shared machine; mean, std
+  (population, as benchmark_model), min, p90, p95, max are kept. `cpu_ms` (median process
+  CPU time per invoke) exposes contention: at 1 thread it equals the median unless other
+  processes took the core mid-invoke, which the median cannot reject once an invoke spans
+  several scheduler slices (reference kernels at 10 ms+);
+- peak memory: the worker resets the kernel's RSS high-water mark after its imports and input
+  preparation, so `peak_rss_mb` is what loading and running this model added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from quantbench.errors import QuantbenchError
+
+if TYPE_CHECKING:
+    from quantbench.preprocess import Preprocessing
+    from quantbench.results import LatencyResult
+
+MIN_RUNS = 50
+MIN_SECONDS = 1.0
+MAX_SECONDS = 10.0  # cap of the timed loop per figure (slow reference-kernel models)
+WARMUP_RUNS = 5
+WARMUP_SECONDS = 0.5
+MIN_RUNS_FLOOR = 3  # even a capped figure gets a median of at least this many runs
+TFLITE_MAGIC = b"TFL3"
+SCALING_RANGES = {"-1..1": (-1.0, 1.0), "0..1": (0.0, 1.0), "0..255": (0.0, 255.0),
+                  "imagenet": (-2.12, 2.64)}  # fmt: skip
+DELEGATES = {"xnnpack": True, "none": False}
+
+
+class LatencyError(QuantbenchError):
+    """A model cannot be opened or run for a latency measurement."""
+
+
+def default_threads() -> list[int]:
+    """1 thread and all cores (just [1] on a single-core machine)."""
+    return sorted({1, os.cpu_count() or 1})
+
+
+def parse_threads(text: str | None) -> list[int]:
+    """'1,2' -> [1, 2]; None -> default_threads(); anything else is a one-line ConfigError."""
+    from quantbench.errors import ConfigError
+
+    if text is None:
+        return default_threads()
+    try:
+        threads = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        threads = []
+    if not threads or any(t < 1 for t in threads):
+        raise ConfigError(f"bad thread list {text!r}", tip="comma-separated counts >= 1, e.g. 1,2")
+    return list(dict.fromkeys(threads))
+
+
+def parse_delegates(text: str) -> tuple[bool, ...]:
+    """'xnnpack,none' -> (True, False)."""
+    from quantbench.errors import ConfigError
+
+    names = [item.strip().lower() for item in text.split(",") if item.strip()]
+    if not names or any(n not in DELEGATES for n in names):
+        raise ConfigError(f"bad delegate list {text!r}", tip="comma-separated: xnnpack, none")
+    return tuple(DELEGATES[n] for n in dict.fromkeys(names))
+
+
+def check_model_file(model_path: str | Path) -> Path:
+    """The path, if it is an existing TF Lite flatbuffer; a one-line LatencyError otherwise."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise LatencyError(f"model file not found: {path}", tip="pass the path of a .tflite file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:8] != TFLITE_MAGIC:
+        raise LatencyError(
+            f"{path} is not a TF Lite model (no TFL3 flatbuffer identifier)",
+            tip="pass a .tflite file written by the TF Lite converter",
+        )
+    return path
+
+
+def input_shape(model_path: str | Path) -> tuple[int, ...]:
+    """The model's input shape for one image, batch included (e.g. (1, 128, 128, 3))."""
+    detail = _open(model_path, 1, True).get_input_details()[0]
+    return tuple(int(d) for d in detail["shape"])
+
+
+def random_inputs(model_path: str | Path, count: int = 16, scaling_range=(-1.0, 1.0),
+                  seed: int = 0) -> np.ndarray:  # fmt: skip
+    """float32 inputs drawn uniformly in the input tensor's range.
+
+    Float inputs: `scaling_range` (the preprocessing's, default -1..1). Integer inputs: the
+    float range the tensor's scale and zero point can represent, so after quantization the
+    values span the whole integer type.
+    """
+    interpreter = _open(model_path, 1, True)
+    detail = interpreter.get_input_details()[0]
+    low, high = scaling_range
+    dtype = np.dtype(detail["dtype"])
+    if np.issubdtype(dtype, np.integer):
+        scale, zero_point = detail["quantization"]
+        if scale:
+            info = np.iinfo(dtype)
+            low, high = (info.min - zero_point) * scale, (info.max - zero_point) * scale
+    shape = [count, *[int(d) for d in detail["shape"][1:]]]
+    rng = np.random.default_rng(seed)
+    return rng.uniform(low, high, shape).astype(np.float32)
+
+
+def load_inputs(data_dir: str | Path, preprocessing: Preprocessing, count: int = 16) -> np.ndarray:
+    """Up to `count` real images from a folder (sub-folders taken in turn), preprocessed."""
+    from quantbench.preprocess import UnreadableImage, load_image
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise LatencyError(f"image folder not found: {root}", tip="pass --data DIR with images")
+    groups = [sorted(p for p in d.rglob("*") if p.is_file()) for d in sorted(root.iterdir())
+              if d.is_dir() and not d.name.startswith(".")]  # fmt: skip
+    groups.append(sorted(p for p in root.iterdir() if p.is_file()))
+    # Round-robin over class folders so a few images still cover several classes.
+    ordered = [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
+    images = []
+    for path in ordered:
+        try:
+            images.append(load_image(path, preprocessing.image_size))
+        except UnreadableImage:
+            continue
+        if len(images) == count:
+            break
+    if not images:
+        raise LatencyError(f"no readable images in {root}", tip="pass a folder of JPEG/PNG files")
+    return preprocessing.scale(np.stack(images))
+
+
+# --- the measurement ------------------------------------------------------------------------
+
+
+def _open(model_path, threads: int, xnnpack: bool):
+    from quantbench import litert
+
+    try:
+        return litert.open_interpreter(model_path, threads, xnnpack)
+    except (ValueError, RuntimeError) as e:
+        raise LatencyError(f"LiteRT cannot open {model_path}: {str(e).strip().splitlines()[0]}",
+                           tip="is it a valid .tflite file?") from e  # fmt: skip
+
+
+def _rss_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _loop(invoke, set_input, n_inputs: int, start: int, min_runs: int, min_seconds: float,
+          max_seconds: float, floor: int) -> tuple[list[float], list[float], bool]:  # fmt: skip
+    """Invoke until min_runs and min_seconds are both reached, or max_seconds (after `floor`
+    runs) has passed. Returns wall and process-CPU ms per invoke, and whether the cap cut the
+    runs short."""
+    wall: list[float] = []
+    cpu: list[float] = []
+    started = time.perf_counter()
+    elapsed = 0.0
+    i = start
+    while len(wall) < min_runs or elapsed < min_seconds:
+        if elapsed >= max_seconds and len(wall) >= floor:
+            break
+        set_input(i % n_inputs)
+        c0, t0 = time.process_time_ns(), time.perf_counter_ns()
+        invoke()
+        t1, c1 = time.perf_counter_ns(), time.process_time_ns()
+        wall.append((t1 - t0) / 1e6)
+        cpu.append((c1 - c0) / 1e6)
+        i += 1
+        elapsed = time.perf_counter() - started
+    return wall, cpu, len(wall) < min_runs
+
+
+def run_measurement(model_path: str | Path, inputs: np.ndarray, threads: int, xnnpack: bool,
+                    min_runs: int, min_seconds: float, max_seconds: float, warmup_runs: int,
+                    warmup_seconds: float, track_memory: bool) -> dict[str, Any]:  # fmt: skip
+    """The measurement itself, in the calling process; returns LatencyResult fields."""
+    from quantbench import litert
+
+    tracked = track_memory and _reset_peak_rss()
+    rss_before = _rss_kb("VmRSS") if tracked else None
+
+    t0 = time.perf_counter()
+    interpreter = _open(model_path, threads, xnnpack)
+    detail = interpreter.get_input_details()[0]
+    if tuple(int(d) for d in detail["shape"][1:]) != tuple(inputs.shape[1:]):
+        raise LatencyError(
+            f"inputs of shape {tuple(inputs.shape[1:])} do not fit the model's input "
+            f"{tuple(int(d) for d in detail['shape'])}", tip="use the model's image size")  # fmt: skip
+    try:
+        if detail["shape"][0] != 1:  # latency is per image: a batch of one
+            interpreter.resize_tensor_input(detail["index"], [1, *inputs.shape[1:]])
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise LatencyError(f"LiteRT cannot prepare {model_path}: {str(e).strip().splitlines()[0]}",
+                           tip="re-run with -v") from e  # fmt: skip
+    init_ms = (time.perf_counter() - t0) * 1e3
+
+    detail = interpreter.get_input_details()[0]
+    index = detail["index"]
+
+    def set_input(k: int) -> None:
+        # Quantized one image at a time, outside the timed region: no extra copies in memory.
+        interpreter.set_tensor(index, litert.quantize_input(inputs[k : k + 1], detail))
+
+    invoke = interpreter.invoke
+    set_input(0)
+    t0 = time.perf_counter_ns()
+    invoke()
+    first_invoke_ms = (time.perf_counter_ns() - t0) / 1e6
+    # Warm-up: the first invoke counts as one; cap it like the timed loop.
+    warmup, _, _ = _loop(invoke, set_input, len(inputs), 1, max(warmup_runs - 1, 0),
+                      warmup_seconds, max(warmup_seconds, max_seconds / 5), 0)  # fmt: skip
+    times, cpu_times, capped = _loop(invoke, set_input, len(inputs), 1 + len(warmup), min_runs,
+                          min_seconds, max_seconds, min(MIN_RUNS_FLOOR, min_runs))  # fmt: skip
+
+    from quantbench.explain import delegated_ops
+
+    delegated, total = delegated_ops(interpreter) if xnnpack else (0, None)
+    peak = _rss_kb("VmHWM") if tracked else None
+    a = np.asarray(times)
+    return {
+        "threads": int(threads),
+        "delegate": "xnnpack" if xnnpack else "none",
+        "runs": len(times),
+        "warmup_runs": 1 + len(warmup),
+        "median_ms": float(np.median(a)),
+        "mean_ms": float(a.mean()),
+        "std_ms": float(a.std()),
+        "min_ms": float(a.min()),
+        "max_ms": float(a.max()),
+        "p90_ms": float(np.percentile(a, 90)),
+        "p95_ms": float(np.percentile(a, 95)),
+        "init_ms": init_ms,
+        "first_invoke_ms": first_invoke_ms,
+        "cpu_ms": float(np.median(cpu_times)),
+        "peak_rss_mb": (peak - rss_before) / 1024 if peak and rss_before else None,
+        "capped": capped,
+        "delegated_ops": delegated if total is not None else None,
+        "total_ops": total,
+    }
+
+
+def _run_in_worker(spec: dict[str, Any], inputs: np.ndarray) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="quantbench-latency-") as tmp:
+        inputs_path = Path(tmp) / "inputs.npy"
+        np.save(inputs_path, np.ascontiguousarray(inputs, dtype=np.float32))
+        spec = {**spec, "inputs": str(inputs_path)}
+        # Generous: warm-up and timed loops are capped; this only guards against a hung kernel.
+        timeout = 120 + 3 * (spec["max_seconds"] + spec["warmup_seconds"])
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "quantbench.latency"],
+                input=json.dumps(spec), capture_output=True, text=True, timeout=timeout,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise LatencyError(f"latency worker for {spec['model']} did not finish in "
+                               f"{timeout:.0f} s", tip="the model may hang LiteRT") from None  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    try:
+        reply = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        tail = [ln for ln in done.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        raise LatencyError(
+            f"latency worker for {spec['model']} exited with code {done.returncode}: "
+            f"{tail[0][:300]}", tip="re-run with -v; the model may crash LiteRT") from None  # fmt: skip
+    if "error" in reply:
+        raise LatencyError(reply["error"], reply.get("tip"))
+    return reply
+
+
+def measure(
+    model_path: str | Path,
+    inputs: np.ndarray,
+    threads: int,
+    xnnpack: bool = True,
+    min_runs: int = MIN_RUNS,
+    min_seconds: float = MIN_SECONDS,
+    warmup_runs: int = WARMUP_RUNS,
+    warmup_seconds: float = WARMUP_SECONDS,
+    max_seconds: float = MAX_SECONDS,
+    isolate: bool = True,
+    input_source: str | None = None,
+) -> LatencyResult:
+    """One latency figure of `model_path` for float32 preprocessed `inputs` (N, H, W, C).
+
+    Images are cycled through, one per invoke. `isolate=False` measures in this process
+    (faster, but init and memory then depend on what ran before; `peak_rss_mb` is None).
+    `input_source` describes the inputs in the result (default: "N images").
+    """
+    from quantbench.environment import cpu_model
+    from quantbench.results import LatencyResult
+
+    path = check_model_file(model_path)
+    inputs = np.asarray(inputs, dtype=np.float32)
+    if inputs.ndim < 2 or len(inputs) == 0:
+        raise LatencyError("latency needs at least one input image (N, H, W, C)")
+    if threads < 1 or min_runs < 1:
+        raise LatencyError(f"threads and min_runs must be >= 1, got {threads} and {min_runs}")
+    spec = {
+        "model": str(path), "threads": int(threads), "xnnpack": bool(xnnpack),
+        "min_runs": int(min_runs), "min_seconds": float(min_seconds),
+        "max_seconds": float(max(max_seconds, min_seconds)), "warmup_runs": int(warmup_runs),
+        "warmup_seconds": float(warmup_seconds),
+    }  # fmt: skip
+    if isolate:
+        fields = _run_in_worker(spec, inputs)
+    else:
+        spec.pop("model")
+        fields = run_measurement(path, inputs, track_memory=False, **spec)
+    fields["device"] = cpu_model()
+    fields["inputs"] = input_source or f"{len(inputs)} images"
+    return LatencyResult(**fields)
+
+
+def measure_all(
+    model_path: str | Path,
+    inputs: np.ndarray,
+    threads_list: list[int] | None = None,
+    xnnpack_modes: tuple[bool, ...] = (True,),
+    **options: Any,
+) -> list[LatencyResult]:
+    """`measure` for every thread count (default: 1 and all cores) and XNNPACK mode."""
+    threads_list = threads_list or default_threads()
+    return [
+        measure(model_path, inputs, threads, xnnpack=xnnpack, **options)
+        for xnnpack in xnnpack_modes
+        for threads in threads_list
+    ]
+
+
+def bench(
+    model_path: str | Path,
+    threads_list: list[int] | None = None,
+    xnnpack_modes: tuple[bool, ...] = (True,),
+    data_dir: str | Path | None = None,
+    preprocessing: Preprocessing | None = None,
+    images: int = 16,
+    **options: Any,
+) -> dict[str, Any]:
+    """Benchmark any .tflite by itself: real images from `data_dir`, else random inputs.
+
+    Returns one JSON-ready document: the model, what was fed, every figure, and the notes of
+    `explain` on what runs where.
+    """
+    from quantbench import explain
+    from quantbench.environment import cpu_model
+    from quantbench.preprocess import Preprocessing
+
+    path = check_model_file(model_path)
+    shape = input_shape(path)
+    if len(shape) != 4:
+        raise LatencyError(f"{path} takes input of shape {shape}, not an image batch (N,H,W,C)")
+    if preprocessing is None:
+        preprocessing = Preprocessing(int(shape[1]))
+    summary = explain.op_summary(path)
+    if preprocessing.image_size != shape[1]:
+        raise LatencyError(f"--image-size {preprocessing.image_size} does not match the model's "
+                           f"input {shape[1]}x{shape[2]}", tip="omit --image-size")  # fmt: skip
+    if data_dir is not None:
+        inputs = load_inputs(data_dir, preprocessing, images)
+        source = f"{len(inputs)} images from {data_dir} (scaling {preprocessing.scaling})"
+    else:
+        low, high = SCALING_RANGES[preprocessing.scaling]
+        inputs = random_inputs(path, images, (low, high))
+        if summary["input_dtype"] == "float32":
+            source = f"{images} random inputs, uniform in {low:g}..{high:g} (no --data)"
+        else:
+            source = (f"{images} random inputs spanning the {summary['input_dtype']} input's "
+                      f"whole range (no --data)")  # fmt: skip
+    results = measure_all(path, inputs, threads_list, xnnpack_modes, input_source=source, **options)
+    return {
+        "model": str(path),
+        "size_bytes": path.stat().st_size,
+        "device": cpu_model(),
+        "cpu_cores": os.cpu_count() or 1,
+        "input_shape": list(shape),
+        "input_dtype": summary["input_dtype"],
+        "inputs": source,
+        "ops": summary["total_ops"],
+        "delegated_ops": summary["delegated_ops"],
+        "results": [r.model_dump() for r in results],
+        "notes": explain.explain(path, results),
+    }
+
+
+def _worker() -> None:
+    """`python -m quantbench.latency`: one measurement; spec JSON on stdin, result on stdout."""
+    spec = json.loads(sys.stdin.read())
+    inputs = np.load(spec.pop("inputs"))
+    model = spec.pop("model")
+    try:
+        fields = run_measurement(model, inputs, track_memory=True, **spec)
+    except QuantbenchError as e:
+        fields = {"error": e.message, "tip": e.tip}
+    sys.stdout.write(json.dumps(fields) + "\n")
+
+
+if __name__ == "__main__":
+    _worker()

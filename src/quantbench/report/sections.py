@@ -1,0 +1,369 @@
+"""The sections of one run's report, each a function of RunResults that returns HTML (or "")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantbench.recommend import Recommendation, metric
+from quantbench.report import svg
+from quantbench.report.page import (
+    esc,
+    figure,
+    flatten,
+    generic_table,
+    kv_table,
+    legend,
+    mb,
+    num,
+    pct,
+    section,
+    sort_attr,
+)  # fmt: skip
+from quantbench.results import RunResults, VariantResult
+
+THREAD_COLORS = ["#2563eb", "#93c5fd", "#1e3a8a", "#60a5fa"]
+
+
+def colors(results: RunResults) -> dict[str, str]:
+    """One color per variant, the same in every chart of the report."""
+    names = [v.variant for v in results.rows(0)]
+    return {name: svg.PALETTE[i % len(svg.PALETTE)] for i, name in enumerate(names)}
+
+
+def threads_of(results: RunResults) -> list[int]:
+    return sorted({r.threads for v in results.variants for r in v.latency})
+
+
+def _ci(results: RunResults, variant: str, name: str) -> dict[str, Any] | None:
+    stats = ((results.extras.get("summary") or {}).get(variant) or {}).get(name)
+    if isinstance(stats, dict) and stats.get("ci_low") is not None:
+        return stats
+    return None
+
+
+def status_of(v: VariantResult, rec: Recommendation | None) -> str:
+    if v.status == "failed":
+        return "failed"
+    if v.status == "identical":
+        return "identical"
+    if v.kind == "keras":
+        return "reference"
+    if rec and rec.chosen == v.variant:
+        return "recommended"
+    if rec and v.variant in rec.ruled_out:
+        return "ruled-out"
+    return "fits"
+
+
+BADGE = {"recommended": "recommended", "failed": "failed", "identical": "identical",
+         "reference": "reference", "ruled-out": "ruled out", "fits": "fits"}  # fmt: skip
+
+
+def summary(results: RunResults, rec: Recommendation | None) -> str:
+    if rec is None:
+        return ""
+    chosen = results.variant(rec.chosen) if rec.chosen else None
+    kpis = ""
+    if chosen is not None:
+        float32 = next((v for v in results.rows(0) if v.scheme == "float32" and v.ok), None)
+        cells = [("size", f"{mb(metric(results, chosen, 'size_bytes'))} MB")]
+        if float32 and float32.size_bytes and chosen.size_bytes:
+            cells.append(
+                ("vs float32 size", f"{float32.size_bytes / chosen.size_bytes:.1f}× smaller")
+            )
+        cells.append(("accuracy", f"{pct(metric(results, chosen, 'accuracy'))}%"))
+        if rec.reference_accuracy is not None and chosen.accuracy is not None:
+            drop = (rec.reference_accuracy - metric(results, chosen, "accuracy")) * 100
+            cells.append(("vs float Keras", f"{round(-drop, 2) + 0.0:+.2f} points"))
+        latency = metric(results, chosen, "latency_ms")
+        if latency is not None:
+            cells.append((f"latency ({rec.latency_threads} thread{'s' * (rec.latency_threads != 1)})",
+                          f"{latency:.2f} ms"))  # fmt: skip
+        kpis = "".join(f'<div class="kpi"><div class="kpi-v">{esc(v)}</div>'
+                       f'<div class="kpi-k">{esc(k)}</div></div>' for k, v in cells)  # fmt: skip
+        kpis = f'<div class="kpis">{kpis}</div>'
+    c = rec.constraints
+    chips = [
+        f"objective: {rec.objective}",
+        f"max accuracy drop: {c.get('max_accuracy_drop')} points",
+    ]
+    if c.get("max_size_mb") is not None:
+        chips.append(f"max size: {c['max_size_mb']} MB")
+    if c.get("max_latency_ms") is not None:
+        chips.append(f"max latency: {c['max_latency_ms']} ms")
+    chip_html = "".join(f'<span class="chip">{esc(t)}</span>' for t in chips)
+    headline = (f'<div class="verdict-name">{esc(rec.chosen)}</div>' if rec.chosen else
+                '<div class="verdict-name none">no variant fits</div>')  # fmt: skip
+    pareto = ", ".join(rec.pareto) or "–"
+    miss = f"<p><b>Nearest miss:</b> {esc(rec.nearest_miss)}</p>" if rec.nearest_miss else ""
+    css = "hero" if rec.chosen else "hero miss"
+    return (
+        f'<section id="summary" class="card {css}"><div class="hero-label">Ship this</div>'
+        f'{headline}<p class="reason">{esc(rec.reason)}</p>{kpis}'
+        f'<div class="chips">{chip_html}</div>'
+        f'<p class="small"><b>Pareto set</b> (no other variant is at once more accurate, smaller '
+        f"and faster): {esc(pareto)}</p>{miss}</section>"
+    )
+
+
+def notes(results: RunResults) -> str:
+    items = [(v.variant, n) for v in results.rows(0) for n in v.notes]
+    if not items:
+        return ""
+    body = "".join(f"<li><b>{esc(name)}</b>: {esc(note)}</li>" for name, note in items)
+    return section("notes", "Surprises explained", f'<ul class="notes">{body}</ul>')
+
+
+def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
+    rows0 = results.rows(0)
+    if not rows0:
+        return section("table", "Variants", '<p class="empty">No variants measured yet.</p>')
+    threads = threads_of(results)
+    repeated = results.repeats > 1
+    acc_head = f"accuracy % (mean of {results.repeats}, 95% CI)" if repeated else "accuracy %"
+    heads = ["variant", "status", "policy", "size MB", acc_head, "Δ vs float (pts)", "agreement %",
+             *[f"latency ms ({t} thread{'s' * (t != 1)})" for t in threads], "convert s"]  # fmt: skip
+    head = "".join(f'<th tabindex="0" scope="col"{_col_css(i, True)}>{esc(h)}</th>'
+                   for i, h in enumerate(heads))  # fmt: skip
+    ref_acc = rec.reference_accuracy if rec else None
+    palette = colors(results)
+    body = []
+    for v in rows0:
+        status = status_of(v, rec)
+        size = metric(results, v, "size_bytes") if v.status != "failed" else None
+        acc = metric(results, v, "accuracy") if v.status != "failed" else None
+        agree = metric(results, v, "agreement") if v.status != "failed" else None
+        ci = _ci(results, v.variant, "accuracy")
+        acc_cell = pct(acc)
+        if ci:
+            half = (ci["ci_high"] - ci["ci_low"]) / 2 * 100
+            acc_cell += (f' <span class="ci" title="95% CI {ci["ci_low"] * 100:.2f}–'
+                         f'{ci["ci_high"] * 100:.2f}, n={ci["n"]}">± {half:.2f}</span>')  # fmt: skip
+        delta = (acc - ref_acc) * 100 if acc is not None and ref_acc is not None else None
+        color = palette.get(v.variant, "#888")
+        name = f'<span class="dot" style="--c:{color}"></span>{esc(v.variant)}'
+        if v.status == "identical":
+            name += f'<div class="sub-err">same bytes as {esc(v.identical_to)}</div>'
+        if v.error:
+            name += f'<div class="sub-err">{esc(v.error)}</div>'
+        why = "; ".join(rec.ruled_out.get(v.variant, [])) if rec else ""
+        badge = f'<span class="badge b-{status}" title="{esc(why)}">{BADGE[status]}</span>'
+        if rec and v.variant in rec.pareto:
+            badge += ' <span class="badge b-pareto">Pareto</span>'
+        cells = [
+            (v.variant, name), (status, badge), (v.policy, esc(v.policy)), (size, mb(size)),
+            (acc, acc_cell), (delta, num(delta)), (agree, pct(agree)),
+        ]  # fmt: skip
+        for t in threads:
+            ms = v.latency_ms(t) if v.status != "failed" else None
+            cells.append((ms, num(ms)))
+        cells.append((v.convert_seconds, num(v.convert_seconds, 1)))
+        tds = "".join(f'<td data-sort="{sort_attr(s)}"{_col_css(i)}>{h}</td>'
+                      for i, (s, h) in enumerate(cells))  # fmt: skip
+        body.append(f'<tr class="row-{status}" data-variant="{esc(v.variant)}">{tds}</tr>')
+    table = (f'<div class="scroll"><table class="data sortable" id="variants"><thead><tr>{head}'
+             f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
+    intro = (
+        "Click a column header to sort. Δ is in percentage points against the float Keras model."
+    )
+    if not repeated:
+        intro += " One training run: no confidence intervals (use --repeats for them)."
+    return section("table", "Variants", table, intro)
+
+
+def _col_css(index: int, head: bool = False) -> str:
+    """Variant, status, policy are text; the rest are numbers, right-aligned."""
+    if index >= 3:
+        return ' class="num"'
+    return ' class="wrap"' if index == 2 and not head else ""
+
+
+def _points(results: RunResults, x_metric: str, rec: Recommendation | None, scale: float = 1.0):
+    palette = colors(results)
+    points = []
+    for v in results.rows(0):
+        if v.kind != "tflite" or v.status != "ok":
+            continue
+        x, y = metric(results, v, x_metric), metric(results, v, "accuracy")
+        if x is None or y is None:
+            continue
+        ci = _ci(results, v.variant, "accuracy")
+        points.append(svg.Point(
+            v.variant, x * scale, y * 100, palette[v.variant],
+            y_low=ci["ci_low"] * 100 if ci else None, y_high=ci["ci_high"] * 100 if ci else None,
+            css="rec" if rec and rec.chosen == v.variant else "",
+        ))  # fmt: skip
+    return points
+
+
+def tradeoffs(results: RunResults, rec: Recommendation | None) -> str:
+    from quantbench.recommend import pareto
+
+    figs = []
+    for chart_id, x_metric, scale, label in (
+        ("accuracy-size", "size_bytes", 1e-6, "size (MB)"),
+        ("accuracy-latency", "latency_ms", 1.0, "median latency (ms)"),
+    ):
+        points = _points(results, x_metric, rec, scale)
+        front = pareto({p.label: {"accuracy": p.y / 100, x_metric: p.x} for p in points},
+                       ("accuracy", x_metric))  # fmt: skip
+        chart = svg.scatter(points, label, "accuracy (%)", front=front,
+                            title=f"accuracy vs {label}")  # fmt: skip
+        caption = (
+            f"Accuracy vs {esc(label)}. The dashed line joins the Pareto front "
+            f"({esc(', '.join(front))}); the ringed point is the recommendation."
+        )
+        figs.append(figure(chart_id, chart, caption, what=f"Accuracy vs {label}"))
+    return section("tradeoffs", "Trade-offs", f'<div class="grid2">{"".join(figs)}</div>')
+
+
+def latency(results: RunResults) -> str:
+    threads = threads_of(results)
+    rows = [(v.variant, [v.latency_ms(t) for t in threads])
+            for v in results.rows(0) if v.latency and v.status != "failed"]  # fmt: skip
+    if not rows:
+        return section("latency", "Latency", '<p class="empty">Latency: not measured.</p>')
+    series = [f"{t} thread{'s' * (t != 1)}" for t in threads]
+    chart = svg.bars(rows, series, THREAD_COLORS, "ms", "median latency per thread count")
+    delegate = next((r.delegate for v in results.rows(0) for r in v.latency), "xnnpack")
+    cap = f"Median latency of one image, ms (LiteRT, {esc(delegate)}). Shorter is better."
+    return section("latency", "Latency",
+                   figure("latency", chart, cap, legend([(s, c, False) for s, c in
+                                                         zip(series, THREAD_COLORS)])))  # fmt: skip
+
+
+def training(results: RunResults) -> str:
+    if not results.training:
+        return section("training", "Training", '<p class="empty">Training: not measured '
+                       "(the model was given, not trained).</p>")  # fmt: skip
+    palette = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed"]
+    runs = [t for t in results.training if t.repeat == 0] or results.training
+    acc_series, loss_series, items = [], [], []
+    for i, t in enumerate(runs):
+        color = palette[i % len(palette)]
+        acc_series.append(
+            svg.Series(
+                f"{t.name} train", color, [(e.epoch, e.accuracy * 100) for e in t.epochs], True
+            )
+        )
+        acc_series.append(svg.Series(f"{t.name} validation", color,
+                                     [(e.epoch, e.val_accuracy * 100) for e in t.epochs
+                                      if e.val_accuracy is not None]))  # fmt: skip
+        loss_series.append(
+            svg.Series(f"{t.name} train", color, [(e.epoch, e.loss) for e in t.epochs], True)
+        )
+        loss_series.append(svg.Series(f"{t.name} validation", color,
+                                      [(e.epoch, e.val_loss) for e in t.epochs
+                                       if e.val_loss is not None]))  # fmt: skip
+        items += [(f"{t.name} validation", color, False), (f"{t.name} train", color, True)]
+    key = legend(items)
+    curves = (figure("training-accuracy", svg.lines(acc_series, "epoch", "accuracy (%)"),
+                     "Accuracy per epoch", key)
+              + figure("training-loss", svg.lines(loss_series, "epoch", "loss"), "Loss per epoch",
+                       key))  # fmt: skip
+    time_rows = [(f"{t.name} (repeat {t.repeat})" if results.repeats > 1 else t.name,
+                  [t.total_seconds]) for t in results.training]  # fmt: skip
+    time_chart = svg.bars(time_rows, ["total"], ["#0d9488"], "s", "training time")
+    per_epoch = ", ".join(f"{t.name}: {t.seconds_per_epoch:.1f} s/epoch" for t in runs
+                          if t.seconds_per_epoch)  # fmt: skip
+    body = f'<div class="grid2">{curves}</div>' + figure(
+        "training-time", time_chart, f"Training time, seconds. {esc(per_epoch)}"
+    )
+    return section("training", "Training", body)
+
+
+def _heat(value: float, top: float, hue: str = "37,99,235", most: float = 0.85) -> str:
+    alpha = 0.06 + most * (value / top if top > 0 else 0)
+    ink = "#fff" if alpha > 0.55 else "inherit"
+    return f"background:rgba({hue},{alpha:.2f});color:{ink}"
+
+
+def per_class(results: RunResults) -> str:
+    rows = [v for v in results.rows(0) if v.per_class_accuracy and v.status != "failed"]
+    if not rows:
+        return ""
+    classes = (results.data.classes if results.data else None) or list(rows[0].per_class_accuracy)
+    values = [a for v in rows for a in v.per_class_accuracy.values()]
+    low, high = min(values) - 0.02, max(values)
+    head = "<th>class</th>" + "".join(f'<th tabindex="0">{esc(v.variant)}</th>' for v in rows)
+    body = []
+    for c in classes:
+        cells = []
+        for v in rows:
+            a = v.per_class_accuracy.get(c)
+            style = (
+                f' style="{_heat(a - low, high - low, "5,150,105", 0.45)}"' if a is not None else ""
+            )
+            cells.append(f'<td data-sort="{sort_attr(a)}"{style}>{pct(a)}</td>')
+        body.append(f'<tr><th scope="row">{esc(c)}</th>{"".join(cells)}</tr>')
+    table = (f'<div class="scroll"><table class="data heat sortable"><thead><tr>{head}</tr>'
+             f'</thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
+    mats = []
+    for v in rows:
+        if not v.confusion:
+            continue
+        top = max((x for r in v.confusion for x in r), default=0)
+        trs = []
+        for i, r in enumerate(v.confusion):
+            label = classes[i] if i < len(classes) else str(i)
+            tds = "".join(f'<td style="{_heat(x, top)}" title="true {esc(label)}, predicted '
+                          f'{esc(classes[j] if j < len(classes) else j)}: {x}">{x}</td>'
+                          for j, x in enumerate(r))  # fmt: skip
+            trs.append(f'<tr><th scope="row" title="{esc(label)}">{esc(label)}</th>{tds}</tr>')
+        cols = "".join(f'<th><span title="{esc(c)}">{esc(c[:4])}</span></th>'
+                       for c in classes[: len(v.confusion[0])])  # fmt: skip
+        mats.append(f'<div class="cm"><h3>{esc(v.variant)}</h3><table class="confusion"><thead>'
+                    f'<tr><th class="corner">true \\ pred</th>{cols}</tr></thead><tbody>'
+                    f'{"".join(trs)}</tbody></table></div>')  # fmt: skip
+    body = ("<h3>Accuracy per class (%)</h3>" + table
+            + ('<h3>Confusion matrices</h3><div class="cms">' + "".join(mats) + "</div>"
+               if mats else ""))  # fmt: skip
+    return section("classes", "Per class", body)
+
+
+def seed_comparison(results: RunResults) -> str:
+    records = results.extras.get("seed_comparison")
+    if not isinstance(records, list) or not records:
+        return ""
+    records = [r if isinstance(r, dict) else {"value": r} for r in records]
+    return section("seed", "The seed article's figures beside ours",
+                   f'<div class="scroll">{generic_table(records)}</div>')  # fmt: skip
+
+
+def details(results: RunResults) -> str:
+    parts = []
+    d = results.data
+    if d is not None:
+        counts = [(c, [float(n)]) for c, n in d.class_counts.items()]
+        chart = svg.bars(counts, ["images"], ["#7c3aed"], "images", "images per class")
+        facts = kv_table([
+            ("source", d.source), ("classes", len(d.classes)), ("training images", d.train_count),
+            ("validation images", d.val_count),
+            ("validation split", f"{d.validation_split:g} (seed {d.split_seed})"),
+            ("image size", f"{d.image_size}×{d.image_size}"), ("skipped files", len(d.skipped)),
+            ("duplicate groups", d.duplicate_groups),
+        ])  # fmt: skip
+        skipped = ""
+        if d.skipped:
+            items = "".join(f"<li><code>{esc(s.path)}</code>: {esc(s.reason)}</li>"
+                            for s in d.skipped[:50])  # fmt: skip
+            more = f"<li>… and {len(d.skipped) - 50} more</li>" if len(d.skipped) > 50 else ""
+            skipped = f'<h3>Skipped files</h3><ul class="notes">{items}{more}</ul>'
+        parts.append(
+            section(
+                "data",
+                "Data",
+                f'<div class="grid2"><div>{facts}{skipped}</div>'
+                f"{figure('class-counts', chart, 'Images per class')}</div>",
+            )
+        )
+    if results.config:
+        rows = [(k, "–" if v is None else v) for k, v in flatten(results.config)]
+        half = (len(rows) + 1) // 2  # two columns of key/value rows
+        tables = kv_table(rows[:half]) + (kv_table(rows[half:]) if rows[half:] else "")
+        parts.append(section("config", "Configuration", f'<div class="grid2">{tables}</div>'))
+    env = results.environment
+    if env is not None:
+        rows = [(k, v) for k, v in env.model_dump().items() if v is not None]
+        parts.append(section("environment", "Environment", kv_table(rows)))
+    return "".join(parts)

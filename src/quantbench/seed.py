@@ -1,0 +1,307 @@
+"""The seed report beside this run: its figures, ours, and a verdict on each of its claims.
+
+The seed's figures ship as package data (`data/seed_report.json`). Each claim is checked on a
+paired difference (or ratio) per training repeat, summarized by a 95% Student-t interval
+(`stats.describe`), and judged against a band that says what "about" means:
+
+- holds: the whole interval agrees with the claim;
+- does not hold: the whole interval contradicts it;
+- inconclusive: the interval straddles the band's edge, or the rows were not measured.
+
+One repeat has no interval: the single figure is widened by a fixed margin (3 points, 0.3x)
+and the reason says so, so that a single run only decides clear cases.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any, Callable
+
+from rich.table import Table
+
+from quantbench import stats
+from quantbench.results import RunResults, VariantResult
+
+SEED_FILE = "seed_report.json"
+HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+
+DYNAMIC_RANGE_BAND = (10.0, 16.0)  # "about 13 points": 13 +/- 3
+RATIO_BAND = (1.76, 2.64)  # "about 2.2x": 2.2 +/- 20%
+NEGLIGIBLE_POINTS = 1.0  # a loss under a point does not confirm a claimed 14-point loss
+SINGLE_MARGIN_POINTS = 3.0  # one repeat: the figure +/- this stands in for an interval
+SINGLE_MARGIN_RATIO = 0.3
+DEFAULT_SCHEMES_ON_QAT = ("dynamic_range", "int8")  # the seed's "QAT + DEFAULT", best match first
+
+
+def load_seed_report() -> dict[str, Any]:
+    text = resources.files("quantbench").joinpath("data", SEED_FILE).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def qat_recipes(results: RunResults) -> list[str]:
+    """QAT recipes present in the results, in the order they were trained."""
+    names = [t.recipe for t in results.training if t.recipe != "float"]
+    return list(dict.fromkeys(names))
+
+
+def _row(results: RunResults, variant: str, repeat: int) -> VariantResult | None:
+    row = results.variant(variant, repeat)
+    return row if row is not None and row.status != "failed" and row.accuracy is not None else None
+
+
+def _float_variant(results: RunResults) -> str:
+    """The seed's "float model" is its float32 .tflite; fall back to the Keras model."""
+    return "float32" if any(v.variant == "float32" for v in results.variants) else "keras_float"
+
+
+def _qat_default_variant(results: RunResults, recipe: str) -> str | None:
+    for scheme in DEFAULT_SCHEMES_ON_QAT:
+        if any(v.variant == f"qat_{recipe}_{scheme}" and v.status != "failed"
+               for v in results.variants):  # fmt: skip
+            return f"qat_{recipe}_{scheme}"
+    return None
+
+
+def _paired(results: RunResults, fn: Callable[[int], float | None]) -> list[float]:
+    values = [fn(r) for r in range(results.repeats)]
+    return [v for v in values if v is not None]
+
+
+def _accuracy_difference(results: RunResults, a: str, b: str) -> list[float]:
+    """Per repeat, accuracy(a) - accuracy(b) in points."""
+
+    def diff(repeat: int) -> float | None:
+        ra, rb = _row(results, a, repeat), _row(results, b, repeat)
+        return None if ra is None or rb is None else 100 * (ra.accuracy - rb.accuracy)
+
+    return _paired(results, diff)
+
+
+def _interval(values: list[float], single_margin: float) -> tuple[dict[str, Any], str]:
+    """The t interval of the values, or the single value +/- a margin; and how to say it."""
+    d = stats.describe(values)
+    if d["n"] >= 2:
+        return d, f"95% CI over {d['n']} repeats"
+    low, high = d["mean"] - single_margin, d["mean"] + single_margin
+    return ({**d, "ci_low": low, "ci_high": high, "single": True},
+            f"single repeat: no confidence interval, judged on the figure +/- {single_margin:g}")  # fmt: skip
+
+
+def _fmt(d: dict[str, Any], unit: str, digits: int = 1) -> str:
+    text = f"{d['mean']:+.{digits}f}{unit}" if unit == " pts" else f"{d['mean']:.{digits}f}{unit}"
+    if d.get("single"):
+        return f"{text} (n=1)"
+    return f"{text} [{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}] n={d['n']}"
+
+
+def _entry(key: str, claim: str, seed_text: str, seed_value: float, values: list[float],
+           unit: str, decide: Callable[[float, float], str], margin: float,
+           missing: str, extra_reason: str = "") -> dict[str, Any]:  # fmt: skip
+    entry: dict[str, Any] = {"key": key, "claim": claim, "seed": seed_text, "seed_value": seed_value}
+    if not values:
+        return {**entry, "ours": "not measured", "ours_value": None, "verdict": UNSURE,
+                "reason": missing}  # fmt: skip
+    d, how = _interval(values, margin)
+    verdict = decide(d["ci_low"], d["ci_high"])
+    reason = f"{how}: [{d['ci_low']:.2f}, {d['ci_high']:.2f}]{unit}"
+    return {**entry, "ours": _fmt(d, unit, 2 if unit == "x" else 1),
+            "ours_value": {**d, "values": values}, "verdict": verdict,
+            "reason": f"{reason}. {extra_reason}".strip()}  # fmt: skip
+
+
+def _within(band: tuple[float, float]) -> Callable[[float, float], str]:
+    def decide(low: float, high: float) -> str:
+        if band[0] <= low and high <= band[1]:
+            return HOLDS
+        if high < band[0] or low > band[1]:
+            return FAILS
+        return UNSURE
+
+    return decide
+
+
+def _positive(low: float, high: float) -> str:
+    return HOLDS if low > 0 else FAILS if high < 0 else UNSURE
+
+
+def _loses(low: float, high: float) -> str:
+    return HOLDS if high < 0 else FAILS if low > -NEGLIGIBLE_POINTS else UNSURE
+
+
+def verdicts(results: RunResults, seed: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One entry per claim (and per QAT recipe for the QAT claims)."""
+    seed = seed or load_seed_report()
+    rows = {r["key"]: r for r in seed["rows"]}
+    claims = seed["claims"]
+    reference = _float_variant(results)
+    out = []
+
+    seed_a = rows["float"]["accuracy_pct"] - rows["dynamic_range"]["accuracy_pct"]
+    out.append(_entry(
+        "a", claims["a"], f"{rows['float']['accuracy_pct']}% -> "
+        f"{rows['dynamic_range']['accuracy_pct']}%: loses {seed_a:.2f} pts", seed_a,
+        _accuracy_difference(results, reference, "dynamic_range"), " pts",
+        _within(DYNAMIC_RANGE_BAND), SINGLE_MARGIN_POINTS,
+        "no dynamic_range row of the float model in this run",
+        f"Loss = {reference} minus dynamic_range accuracy; 'about 13' read as "
+        f"{DYNAMIC_RANGE_BAND[0]:g}..{DYNAMIC_RANGE_BAND[1]:g} pts.",
+    ))  # fmt: skip
+
+    seed_b = rows["qat_default"]["accuracy_pct"] - rows["float"]["accuracy_pct"]
+    seed_c = seed["epoch_seconds"]["qat"] / seed["epoch_seconds"]["float"]
+    seed_d = rows["qat_optimize_for_size"]["accuracy_pct"] - rows["qat_default"]["accuracy_pct"]
+    recipes = qat_recipes(results) or ["seed"]
+    for recipe in recipes:
+        default_variant = _qat_default_variant(results, recipe)
+        out.append(_entry(
+            "b", f"{claims['b']} [QAT recipe {recipe}]",
+            f"{rows['qat_default']['accuracy_pct']}% vs {rows['float']['accuracy_pct']}%: "
+            f"{seed_b:+.2f} pts", seed_b,
+            _accuracy_difference(results, default_variant, reference) if default_variant else [],
+            " pts", _positive, SINGLE_MARGIN_POINTS,
+            f"no QAT {recipe} DEFAULT row in this run",
+            f"Gain = {default_variant} minus {reference} accuracy; holds if the interval is "
+            f"above 0, fails if below 0.",
+        ))  # fmt: skip
+        out.append(_entry(
+            "c", f"{claims['c']} [QAT recipe {recipe}]",
+            f"{seed['epoch_seconds']['qat']:g} s vs {seed['epoch_seconds']['float']:g} s per "
+            f"epoch: {seed_c:.2f}x", seed_c, _epoch_ratios(results, recipe), "x",
+            _within(RATIO_BAND), SINGLE_MARGIN_RATIO, f"no QAT {recipe} training in this run",
+            f"Steady-state seconds per epoch (first epoch excluded), QAT over float of the same "
+            f"repeat; 'about 2.2x' read as {RATIO_BAND[0]:g}..{RATIO_BAND[1]:g}x. Wall-clock "
+            f"times: on a shared CPU, other processes inflate whichever side they overlap.",
+        ))  # fmt: skip
+        out.append(_claim_d(results, recipe, default_variant, claims["d"], seed_d, rows))
+    return out
+
+
+def _epoch_ratios(results: RunResults, recipe: str) -> list[float]:
+    return [row["ratio_to_float"] for row in stats.training_cost(results)
+            if row["recipe"] == recipe and row["ratio_to_float"] is not None]  # fmt: skip
+
+
+def _claim_d(results, recipe, default_variant, claim, seed_d, rows) -> dict[str, Any]:
+    seed_text = (f"{rows['qat_optimize_for_size']['accuracy_pct']}% vs "
+                 f"{rows['qat_default']['accuracy_pct']}%: {seed_d:+.2f} pts")  # fmt: skip
+    names = [f"qat_{recipe}_optimize_for_size", f"qat_{recipe}_optimize_for_latency"]
+    present = [v for v in results.variants if v.variant in names]
+    identical = [v for v in present if v.status == "identical" and v.identical_to == default_variant]
+    note = ""
+    if present and len(identical) == len(present):
+        note = (f"Every OPTIMIZE_FOR_SIZE/LATENCY file is byte-identical to {default_variant} "
+                f"(the options are deprecated aliases of DEFAULT).")  # fmt: skip
+    elif identical:
+        note = f"{len(identical)} of {len(present)} such files are byte-identical to DEFAULT."
+
+    def worst(repeat: int) -> float | None:
+        diffs = [d for n in names
+                 for d in [_single_diff(results, n, default_variant, repeat)] if d is not None]  # fmt: skip
+        return min(diffs) if diffs else None
+
+    values = _paired(results, worst) if default_variant else []
+    entry = _entry(
+        "d", f"{claim} [QAT recipe {recipe}]", seed_text, seed_d, values, " pts", _loses,
+        SINGLE_MARGIN_POINTS, f"no QAT {recipe} OPTIMIZE_FOR_SIZE/LATENCY rows in this run",
+        f"Worst of OPTIMIZE_FOR_SIZE/LATENCY minus {default_variant}; fails if no loss of "
+        f"{NEGLIGIBLE_POINTS:g} pt or more is possible. {note}",
+    )
+    if values and present and len(identical) == len(present):
+        # Identical bytes are identical predictions: decided exactly, whatever the repeats.
+        entry["verdict"] = FAILS
+    return entry
+
+
+def _single_diff(results, a: str, b: str | None, repeat: int) -> float | None:
+    if b is None:
+        return None
+    ra, rb = _row(results, a, repeat), _row(results, b, repeat)
+    return None if ra is None or rb is None else 100 * (ra.accuracy - rb.accuracy)
+
+
+def figures(results: RunResults, seed: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The seed's table beside ours: size and accuracy of each matching variant."""
+    seed = seed or load_seed_report()
+    summary = stats.summarize(results)
+    out = []
+    for row in seed["rows"]:
+        if row["source"] == "float":
+            ours = [(row["variant"], None)]
+        else:
+            ours = [(f"qat_{r}_{row['variant']}", r) for r in qat_recipes(results) or ["seed"]]
+        if row["key"] == "qat_default":
+            ours = [(_qat_default_variant(results, r) or f"qat_{r}_dynamic_range", r)
+                    for _, r in ours]  # fmt: skip
+        for variant, recipe in ours:
+            s = summary.get(variant, {})
+            out.append({
+                "label": row["label"], "recipe": recipe, "variant": variant,
+                "seed_size_mb": row["size_mb"], "seed_accuracy_pct": row["accuracy_pct"],
+                "size_mb": s["size_bytes"]["mean"] / 1e6 if "size_bytes" in s else None,
+                "accuracy": s.get("accuracy"),
+            })  # fmt: skip
+    training = stats.summarize_training(results)
+    for name, seconds in [("float", seed["epoch_seconds"]["float"])] + [
+        (f"qat_{r}", seed["epoch_seconds"]["qat"]) for r in qat_recipes(results)
+    ]:
+        t = training.get(name, {})
+        out.append({
+            "label": f"seconds per epoch ({name})", "recipe": None, "variant": name,
+            "seed_seconds_per_epoch": seconds,
+            "seconds_per_epoch": t.get("steady_seconds_per_epoch"),
+        })  # fmt: skip
+    return out
+
+
+def attach(results: RunResults) -> None:
+    """Store the comparison in results.extras (the report reads it from there)."""
+    seed = load_seed_report()
+    results.extras["seed_figures"] = figures(results, seed)
+    results.extras["seed_comparison"] = verdicts(results, seed)
+
+
+def _pct(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "-"
+    text = f"{100 * d['mean']:.1f}"
+    if d.get("ci_low") is not None:
+        text += f" [{100 * d['ci_low']:.1f}, {100 * d['ci_high']:.1f}]"
+    return text
+
+
+def figures_table(results: RunResults) -> Table:
+    table = Table(title="seed vs this run", header_style="bold", title_justify="left")
+    for column in ("seed row", "our variant", "seed MB", "our MB", "seed %", "our % [95% CI]"):
+        table.add_column(column, justify="left" if "row" in column or "variant" in column else "right")
+    for f in results.extras.get("seed_figures", []):
+        if "seed_seconds_per_epoch" in f:
+            ours = f["seconds_per_epoch"]
+            ours_text = "-" if not ours else f"{ours['mean']:.1f} s" + (
+                f" [{ours['ci_low']:.1f}, {ours['ci_high']:.1f}]" if ours.get("ci_low") is not None else "")
+            table.add_row(f["label"], f["variant"], "", "", f"{f['seed_seconds_per_epoch']:g} s", ours_text)
+            continue
+        size = "-" if f["size_mb"] is None else f"{f['size_mb']:.2f}"
+        table.add_row(f["label"], f["variant"], f"{f['seed_size_mb']:g}", size,
+                      f"{f['seed_accuracy_pct']:g}", _pct(f["accuracy"]))  # fmt: skip
+    return table
+
+
+def verdicts_table(results: RunResults) -> Table:
+    table = Table(title="the seed's claims", header_style="bold", title_justify="left")
+    for column in ("claim", "seed", "this run", "verdict", "why"):
+        table.add_column(column, overflow="fold")
+    colour = {HOLDS: "green", FAILS: "red", UNSURE: "yellow"}
+    for v in results.extras.get("seed_comparison", []):
+        table.add_row(f"({v['key']}) {v['claim']}", v["seed"], v["ours"],
+                      f"[{colour[v['verdict']]}]{v['verdict']}[/]", v["reason"])  # fmt: skip
+    return table
+
+
+def print_comparison(results: RunResults) -> None:
+    from quantbench.console import out
+
+    if results.extras.get("seed_figures"):
+        out.print(figures_table(results))
+    if results.extras.get("seed_comparison"):
+        out.print(verdicts_table(results))

@@ -1,0 +1,185 @@
+"""Constructed RunResults for report, recommendation and tracking tests: no TensorFlow, no training.
+
+The figures are shaped like a real tf_flowers run (sizes, accuracies, latencies in the right
+ranges), so the report renders what a user would see.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quantbench import results as results_mod
+from quantbench.results import (
+    DataSummary,
+    Environment,
+    EpochRecord,
+    LatencyResult,
+    RunResults,
+    SkippedFile,
+    TrainingResult,
+    VariantResult,
+)
+
+FLOWERS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+
+# variant -> (scheme, policy, size_bytes, accuracy, agreement, latency ms at 1 thread)
+ROWS = {
+    "float32": ("float32", "float32 weights and activations", 1_720_000, 0.872, 1.0, 6.1),
+    "dynamic_range": (
+        "dynamic_range",
+        "int8 weights, float activations",
+        560_000,
+        0.868,
+        0.985,
+        5.2,
+    ),
+    "float16": ("float16", "float16 weights", 880_000, 0.872, 0.999, 6.3),
+    "int8": ("int8", "int8 weights and activations, float I/O", 610_000, 0.861, 0.962, 2.9),
+    "int8_io": ("int8_io", "int8 everywhere, int8 I/O", 605_000, 0.858, 0.955, 2.8),
+}
+
+
+def latency(ms_1t: float, threads=(1, 2)) -> list[LatencyResult]:
+    return [
+        LatencyResult(
+            threads=t,
+            runs=50,
+            warmup_runs=5,
+            median_ms=ms_1t / (1 + 0.6 * (t - 1)),
+            mean_ms=ms_1t * 1.05,
+            p90_ms=ms_1t * 1.2,
+        )  # fmt: skip
+        for t in threads
+    ]
+
+
+def confusion(classes: list[str], accuracy: float, per_class: int = 20) -> list[list[int]]:
+    n = len(classes)
+    matrix = []
+    for i in range(n):
+        right = round(per_class * accuracy)
+        row = [0] * n
+        row[i] = right
+        row[(i + 1) % n] += per_class - right
+        matrix.append(row)
+    return matrix
+
+
+def epochs(n: int, start_acc: float, seconds: float) -> list[EpochRecord]:
+    return [
+        EpochRecord(
+            epoch=i + 1,
+            loss=1.4 / (i + 1),
+            accuracy=min(0.99, start_acc + 0.08 * i),
+            val_loss=1.5 / (i + 1) + 0.05,
+            val_accuracy=min(0.95, start_acc + 0.07 * i),
+            seconds=seconds * (1.6 if i == 0 else 1.0),
+        )  # fmt: skip
+        for i in range(n)
+    ]
+
+
+def make_results(
+    classes: list[str] | None = None,
+    name: str = "flowers-smoke",
+    repeats: int = 1,
+    qat: bool = True,
+    failed: bool = True,
+    seed_comparison: bool = True,
+    threads=(1, 2),
+) -> RunResults:
+    classes = list(classes or FLOWERS)
+    variants: list[VariantResult] = []
+    training: list[TrainingResult] = []
+    for repeat in range(repeats):
+        jitter = 0.004 * repeat
+        training.append(TrainingResult(name="float", seed=1 + repeat, repeat=repeat,
+                                       epochs=epochs(5, 0.55, 12.0), total_seconds=67.2,
+                                       train_images=3120))  # fmt: skip
+        variants.append(VariantResult(
+            variant="keras_float", policy="Keras (reference)", kind="keras", repeat=repeat,
+            path="model.keras" if repeat == 0 else None, size_bytes=5_400_000,
+            accuracy=0.874 - jitter, agreement=1.0, eval_images=550,
+            per_class_accuracy={c: 0.874 for c in classes},
+            confusion=confusion(classes, 0.874),
+        ))  # fmt: skip
+        for variant, (scheme, policy, size, acc, agree, ms) in ROWS.items():
+            acc -= jitter
+            variants.append(VariantResult(
+                variant=variant, scheme=scheme, policy=policy, repeat=repeat,
+                path=f"{variant}.tflite" if repeat == 0 else f"repeat-{repeat}/{variant}.tflite",
+                size_bytes=size, convert_seconds=3.2, accuracy=acc, agreement=agree,
+                eval_images=550, input_dtype="int8" if variant == "int8_io" else "float32",
+                per_class_accuracy={c: max(0.0, acc - 0.03 * k) for k, c in enumerate(classes)},
+                confusion=confusion(classes, acc), latency=latency(ms, threads),
+            ))  # fmt: skip
+        variants.append(VariantResult(
+            variant="optimize_for_size", scheme="optimize_for_size", policy="deprecated alias",
+            repeat=repeat, status="identical", identical_to="dynamic_range",
+            path="optimize_for_size.tflite", size_bytes=560_000, accuracy=0.868 - jitter,
+            latency=latency(5.2, threads), notes=["byte-identical to dynamic_range: the scheme had no effect"],
+        ))  # fmt: skip
+        if failed:
+            variants.append(VariantResult(
+                variant="int16x8", scheme="int16x8", policy="int16 activations, int8 weights",
+                repeat=repeat, status="failed", convert_seconds=1.1,
+                error="RuntimeError: Quantization to 16x8-bit not yet supported for op: 'MEAN'",
+            ))  # fmt: skip
+        if qat:
+            training.append(TrainingResult(name="qat_finetune", recipe="finetune", seed=1 + repeat,
+                                           repeat=repeat, epochs=epochs(2, 0.8, 30.0),
+                                           total_seconds=78.0, train_images=3120))  # fmt: skip
+            variants.append(VariantResult(
+                variant="qat_finetune_int8", source="qat_finetune", scheme="int8",
+                policy="int8 weights and activations, float I/O", repeat=repeat,
+                path="qat_finetune_int8.tflite", size_bytes=612_000, convert_seconds=4.0,
+                accuracy=0.869 - jitter, agreement=0.97, eval_images=550,
+                per_class_accuracy={c: 0.869 for c in classes},
+                confusion=confusion(classes, 0.869), latency=latency(3.0, threads),
+            ))  # fmt: skip
+    variants[3].notes.append(
+        "float16 is no faster than float32: LiteRT dequantizes weights on load"
+    )
+    results = RunResults(
+        name=name, status="complete", created="2026-11-25T22:00:00+00:00",
+        finished="2026-11-25T22:09:00+00:00", total_seconds=540.0,
+        config={"name": name, "preset": "smoke", "data": {"image_size": 64, "dir": None},
+                "train": {"epochs": 5, "learning_rate": 0.001},
+                "evaluate": {"threads": list(threads)},
+                "recommend": {"max_accuracy_drop": 1.0, "max_size_mb": None,
+                              "max_latency_ms": None, "objective": "size"}},
+        environment=Environment(quantbench="0.1.0", python="3.11.2", platform="Linux-x86_64",
+                                cpu_model="Test CPU @ 2.0GHz", cpu_cores=2,
+                                tensorflow="2.21.0", litert="2.3.0"),
+        data=DataSummary(source="/data/flower_photos", classes=classes,
+                         class_counts={c: 600 + 10 * k for k, c in enumerate(classes)},
+                         train_count=3120, val_count=550, split_seed=42, validation_split=0.15,
+                         image_size=64, skipped=[SkippedFile(path="roses/broken.jpg",
+                                                             reason="cannot identify image file")],
+                         duplicate_groups=2),
+        training=training, variants=variants,
+    )  # fmt: skip
+    if repeats > 1:
+        from quantbench.stats import summarize
+
+        results.extras["summary"] = summarize(results)
+    if seed_comparison:
+        results.extras["seed_comparison"] = [
+            {"variant": "int8", "metric": "size MB", "seed": 0.62, "ours": 0.61, "verdict": "reproduced"},
+            {"variant": "float16", "metric": "accuracy %", "seed": 88.0, "ours": 87.2,
+             "verdict": "not reproduced"},
+        ]  # fmt: skip
+    return results
+
+
+def make_run_dir(path: Path, results: RunResults | None = None) -> Path:
+    """A run directory on disk: results.json plus small fake .tflite files for the ok rows."""
+    results = results or make_results()
+    path.mkdir(parents=True, exist_ok=True)
+    for v in results.variants:
+        if v.path and v.path.endswith(".tflite"):
+            target = path / v.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"TFL3" + v.variant.encode() * 8)
+    results_mod.save(results, path)
+    return path

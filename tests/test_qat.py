@@ -1,0 +1,249 @@
+"""QAT: range warm-up, batch-norm freezing, both recipes end to end, every QAT scheme's row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantbench import qat
+from quantbench.config import resolve
+from quantbench.data import load_dataset
+from quantbench.preprocess import Preprocessing
+from tests.conftest import make_image_folder
+
+SIZE = 32
+
+
+def flat_bn_classifier(num_classes=3, size=SIZE, dropout=0.0):
+    """A tiny flat model with MobileNetV2's pieces: conv+BN+ReLU6, a linear BN projection."""
+    import tf_keras as keras
+
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.Conv2D(4, 1, use_bias=False)(x)
+    x = keras.layers.BatchNormalization(name="project_BN")(x)  # linear: no activation
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _range(model, prefix: str, which: str) -> np.ndarray:
+    matches = [v for v in model.non_trainable_variables
+               if v.name.startswith(prefix) and v.name.split("/")[-1].startswith(which)]  # fmt: skip
+    assert matches, f"no {which} variable under {prefix}"
+    return matches[0].numpy()
+
+
+def test_warm_up_sets_each_range_to_the_mean_batch_range_and_keeps_bn_statistics():
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    model = flat_bn_classifier()
+    # A projection whose outputs span far more than the initial [-6, 6] range.
+    bn = model.get_layer("project_BN")
+    bn.set_weights([w * 10 if i == 0 else w for i, w in enumerate(bn.get_weights())])
+    inputs = np.random.default_rng(0).uniform(-1, 1, (64, SIZE, SIZE, 3)).astype(np.float32)
+    qat_model = qat.quantize(model)
+    assert _range(qat_model, "quant_project_BN", "output_max") == pytest.approx(6.0)
+    statistics_before = [v.numpy().copy() for v in qat._batch_norm_statistics(qat_model)]
+
+    count = qat.warm_up_ranges(qat_model, inputs, batch_size=32)
+
+    assert count >= 3  # ReLU6 output, projection output, softmax pre-activation
+    projection = keras.Model(model.input, model.get_layer("project_BN").output)
+    # The warm-up runs in training mode: batch norm normalizes with each batch's statistics.
+    batch_max = [projection(inputs[i : i + 32], training=True).numpy().max() for i in (0, 32)]
+    batch_min = [projection(inputs[i : i + 32], training=True).numpy().min() for i in (0, 32)]
+    assert max(batch_max) > 6  # the case that collapses QAT fine-tuning without a warm-up
+    assert _range(qat_model, "quant_project_BN", "output_max") == pytest.approx(np.mean(batch_max), rel=0.05)
+    assert _range(qat_model, "quant_project_BN", "output_min") == pytest.approx(np.mean(batch_min), rel=0.05)
+    for before, after in zip(statistics_before, qat._batch_norm_statistics(qat_model)):
+        np.testing.assert_array_equal(before, after.numpy())
+
+
+def test_moving_average_patch_is_restored_even_after_an_error():
+    from tensorflow_model_optimization.python.core.quantization.keras import quantizers
+
+    original = quantizers.quant_ops.MovingAvgQuantize
+    with pytest.raises(RuntimeError):
+        with qat._moving_averages_follow_batch([]):
+            assert quantizers.quant_ops.MovingAvgQuantize is not original
+            raise RuntimeError("boom")
+    assert quantizers.quant_ops.MovingAvgQuantize is original
+
+
+def test_freeze_batch_norm_keeps_moving_statistics_through_training():
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    qat_model = qat.quantize(flat_bn_classifier())
+    assert qat.freeze_batch_norm(qat_model) == 2
+    before = [v.numpy().copy() for v in qat._batch_norm_statistics(qat_model)]
+    x = np.random.default_rng(0).uniform(-1, 1, (16, SIZE, SIZE, 3)).astype(np.float32)
+    qat_model.compile("adam", "sparse_categorical_crossentropy")
+    qat_model.fit(x, np.arange(16) % 3, epochs=1, verbose=0)
+    for b, a in zip(before, qat._batch_norm_statistics(qat_model)):
+        np.testing.assert_array_equal(b, a.numpy())
+
+
+def test_recipe_settings_follow_the_float_baseline_unless_overridden():
+    cfg = resolve("default")
+    assert qat.recipe_settings("seed", cfg) == (cfg.train.epochs, cfg.train.learning_rate)
+    epochs, lr = qat.recipe_settings("finetune", cfg)
+    assert epochs == 2 and lr == pytest.approx(cfg.train.learning_rate / 10)
+    cfg = resolve("default", overrides={"qat.epochs": 3, "qat.learning_rate": 1e-6})
+    assert qat.recipe_settings("finetune", cfg) == (3, 1e-6)
+    assert qat.recipe_settings("seed", cfg) == (3, 1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Float baseline and both QAT recipes on tiny generated images, every QAT scheme converted."""
+    from quantbench import runner
+    from quantbench.results import RunResults
+    from quantbench.train import fit
+
+    root = tmp_path_factory.mktemp("qat")
+    folder = make_image_folder(root / "photos", per_class=16, size=40)
+    cfg = resolve("smoke", overrides={
+        "data.dir": str(folder), "data.image_size": SIZE,
+        "train.epochs": 2, "train.learning_rate": 1e-2, "qat.recipes": ["seed", "finetune"],
+        "qat.epochs": 1, "convert.calibration_images": 8,
+    })  # fmt: skip
+    dataset = load_dataset(cfg.data)
+    preprocessing = Preprocessing(SIZE, cfg.data.scaling)
+    float_model = flat_bn_classifier()
+    float_training = fit(float_model, dataset, preprocessing, cfg.train, seed=1)
+    ctx = runner.EvalContext.build(cfg, root / "run", dataset)
+    ctx.run_dir.mkdir()
+    results = RunResults(name="qat-test", created="now")
+    results.training.append(float_training)
+    results.variants.append(runner._reference_row(ctx, float_model, "float", 0))
+
+    def accuracy_only(ctx, row, path):  # latency has its own tests; keep this one quick
+        from quantbench.evaluate import score, timed_predict
+
+        predictions, row.eval_seconds = timed_predict(path, ctx.val_inputs, 1)
+        s = score(predictions, ctx.dataset.val_labels, ctx.dataset.classes, ctx.reference_predictions)
+        row.accuracy, row.agreement = s.accuracy, s.agreement
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(runner, "_measure", accuracy_only)
+    patch.setattr(qat, "build_classifier", lambda n, model_cfg, size: flat_bn_classifier(n, size))
+    try:
+        for recipe in cfg.qat.recipes:
+            runner.evaluate_qat(ctx, results, float_model, recipe, repeat=0, seed=1)
+    finally:
+        patch.undo()
+    return cfg, results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["seed", "finetune"])
+def test_every_qat_scheme_has_a_row_converted_failed_or_identical(tiny_run, recipe):
+    cfg, results = tiny_run
+    rows = {v.scheme: v for v in results.variants if v.source == f"qat_{recipe}" and v.scheme}
+    assert sorted(rows) == sorted(cfg.qat.schemes)
+    for scheme, row in rows.items():
+        assert row.variant == f"qat_{recipe}_{scheme}"
+        if row.status == "failed":
+            assert row.error, scheme
+        elif row.status == "identical":
+            twin = results.variant(row.identical_to)
+            assert twin is not None and twin.status == "ok" and twin.source == row.source
+            assert row.accuracy == twin.accuracy
+            assert abs(row.size_bytes - twin.size_bytes) <= 1024  # at most the options record
+        else:
+            assert 0 <= row.accuracy <= 1 and row.size_bytes > 0
+    # The deprecated optimizations are DEFAULT under another name: the same bytes.
+    default = rows["dynamic_range"]
+    for alias in ("optimize_for_size", "optimize_for_latency"):
+        assert rows[alias].status == "identical" and rows[alias].identical_to == default.variant
+    assert rows["int8"].status in ("ok", "identical")
+    # float16 is ignored on a QAT model: DEFAULT's int8 model, apart from the options record.
+    assert rows["float16"].status == "identical" and rows["float16"].identical_to == default.variant
+    assert rows["float16"].input_dtype == "float32" and rows["float16"].size_bytes < rows["float32"].size_bytes / 2
+
+
+@pytest.mark.slow
+def test_each_recipe_records_its_training_and_keras_row(tiny_run):
+    cfg, results = tiny_run
+    by_name = {t.name: t for t in results.training}
+    assert set(by_name) == {"float", "qat_seed", "qat_finetune"}
+    assert by_name["qat_seed"].recipe == "seed" and len(by_name["qat_seed"].epochs) == 1
+    assert by_name["qat_finetune"].total_seconds > 0
+    for recipe in ("seed", "finetune"):
+        keras_row = results.variant(f"keras_qat_{recipe}")
+        assert keras_row is not None and keras_row.kind == "keras" and keras_row.accuracy is not None
+
+
+@pytest.mark.slow
+def test_finetuned_qat_int8_tracks_the_float_model(tiny_run):
+    _, results = tiny_run
+    float_row = results.variant("keras_float")
+    int8 = results.variant("qat_finetune_int8")
+    assert float_row.accuracy > 0.6  # the colours are learnable: a meaningful comparison
+    assert int8.accuracy >= float_row.accuracy - 0.15
+    assert int8.agreement >= 0.8
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_finetune_recipe_on_real_photos(flowers_dir, real_keras_home, tmp_path, monkeypatch):
+    """Real tf_flowers photos (64 px, a few per class): the projections exceed +/-6, the
+    warm-up makes the wrapped model agree with the float one before any QAT step, and the
+    fine-tuned QAT model converts to int8 that agrees with its Keras twin."""
+    from quantbench.convert import convert_all
+    from quantbench.evaluate import predict_tflite
+    from quantbench.model import build_classifier
+    from quantbench.train import fit, predict_keras
+
+    monkeypatch.setenv("KERAS_HOME", str(real_keras_home))
+    cfg = resolve("smoke", overrides={
+        "data.dir": str(flowers_dir), "data.image_size": 64, "data.max_images_per_class": 16,
+        "data.validation_split": 0.25, "train.epochs": 1, "qat.epochs": 1,
+    })  # fmt: skip
+    dataset = load_dataset(cfg.data)
+    preprocessing = Preprocessing(64, cfg.data.scaling)
+    float_model = build_classifier(len(dataset.classes), cfg.model, 64)
+    fit(float_model, dataset, preprocessing, cfg.train, seed=1)
+    images = np.concatenate([dataset.train_images, dataset.val_images])
+    float_top1 = predict_keras(float_model, images, preprocessing).argmax(1)
+
+    def wrapped_model(warm_up: bool):
+        wrapped = qat.quantize(float_model)
+        qat.freeze_batch_norm(wrapped)
+        qat.warm_up_ranges(wrapped, preprocessing.scale(dataset.train_images))
+        if not warm_up:  # back to tfmot's initial [-6, 6]: where a plain fine-tune starts
+            captured = []
+            with qat._moving_averages_follow_batch(captured):
+                wrapped(preprocessing.scale(dataset.train_images[:2]), training=True)
+            for min_var, max_var in captured:
+                min_var.assign(np.full(min_var.shape, -6.0, np.float32))
+                max_var.assign(np.full(max_var.shape, 6.0, np.float32))
+        return wrapped
+
+    warmed = wrapped_model(warm_up=True)
+    projections = [abs(float(v.numpy())) for v in warmed.non_trainable_variables
+                   if "project_BN/output_m" in v.name]  # fmt: skip
+    assert max(projections) > 6  # MobileNetV2's linear bottlenecks outgrow the initial range
+    agreement = {}
+    for warm_up, model in ((True, warmed), (False, wrapped_model(warm_up=False))):
+        top1 = predict_keras(model, images, preprocessing).argmax(1)
+        agreement[warm_up] = (top1 == float_top1).mean()
+    assert agreement[True] >= 0.7
+    assert agreement[True] >= agreement[False] + 0.2, agreement
+
+    qat_model, training = qat.train_qat("finetune", float_model=float_model, dataset=dataset,
+                                        preprocessing=preprocessing, cfg=cfg, repeat=0, seed=1)  # fmt: skip
+    assert training.recipe == "finetune" and len(training.epochs) == 1
+    calibration = preprocessing.scale(dataset.train_images[:8])
+    (conversion,) = convert_all(qat_model, ["int8"], calibration, tmp_path)
+    assert conversion.error is None
+    inputs = preprocessing.scale(dataset.val_images)
+    tflite_top1 = predict_tflite(conversion.path, inputs, threads=2).argmax(1)
+    keras_top1 = predict_keras(qat_model, dataset.val_images, preprocessing).argmax(1)
+    assert (tflite_top1 == keras_top1).mean() >= 0.8
