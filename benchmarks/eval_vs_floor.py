@@ -64,7 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--schemes", default="float32,dynamic_range,float16,int8,int8_io")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     dataset = flowers()
     preprocessing = Preprocessing(128)
@@ -76,18 +77,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         conversions = convert_all(model, args.schemes.split(","), calibration, Path(tmp))
         print(f"{len(val_inputs)} validation images, {args.threads} threads, "
-              f"batch {args.batch_size}")  # fmt: skip
+              f"batch {args.batch_size}, median of {args.rounds} interleaved rounds")  # fmt: skip
         print(f"{'scheme':<14}{'floor s':>9}{'ours s':>9}{'seed s':>9}"
               f"{'ours/floor':>12}{'seed/ours':>11}  same predictions")  # fmt: skip
         for c in conversions:
             if c.error:
                 print(f"{c.scheme:<14} failed to convert: {c.error}")
                 continue
-            floor = floor_seconds(c.path, val_inputs, args.threads)
-            started = time.perf_counter()
-            ours = predict_tflite(c.path, val_inputs, args.threads, args.batch_size).argmax(1)
-            ours_seconds = time.perf_counter() - started
-            seed, seed_seconds = seed_loop(c.path, val_inputs, args.threads)
+            # Interleaved rounds, medians: a busy neighbour hits all three alike.
+            floors, ours_times, seed_times = [], [], []
+            for _ in range(args.rounds):
+                floors.append(floor_seconds(c.path, val_inputs, args.threads))
+                started = time.perf_counter()
+                ours = predict_tflite(c.path, val_inputs, args.threads, args.batch_size).argmax(1)
+                ours_times.append(time.perf_counter() - started)
+                seed, seed_seconds = seed_loop(c.path, val_inputs, args.threads)
+                seed_times.append(seed_seconds)
+            floor, ours_seconds, seed_seconds = median(floors), median(ours_times), median(seed_times)
             print(f"{c.scheme:<14}{floor:>9.2f}{ours_seconds:>9.2f}{seed_seconds:>9.2f}"
                   f"{ours_seconds / floor:>12.2f}{seed_seconds / ours_seconds:>11.2f}  "
                   f"{(ours == seed).mean():.1%}")  # fmt: skip

@@ -165,7 +165,7 @@ def test_every_qat_scheme_has_a_row_converted_failed_or_identical(tiny_run, reci
     assert rows["int8"].status in ("ok", "identical")
     # float16 is ignored on a QAT model: DEFAULT's int8 model, apart from the options record.
     assert rows["float16"].status == "identical" and rows["float16"].identical_to == default.variant
-    assert rows["float16"].input_dtype == "float32" and rows["float16"].size_bytes < rows["float32"].size_bytes / 2
+    assert rows["float16"].input_dtype == "float32"
 
 
 @pytest.mark.slow

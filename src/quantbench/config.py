@@ -81,7 +81,8 @@ class EvaluateConfig(_Section):
     threads: list[int] = Field(default_factory=lambda: [os.cpu_count() or 1])
     latency_runs: int = Field(50, ge=1, le=100_000)
     warmup_runs: int = Field(5, ge=0, le=10_000)
-    batch_size: int = Field(32, ge=1, le=4096)  # images per LiteRT invoke during evaluation
+    # Images per LiteRT invoke during evaluation; 8-16 was fastest here (benchmarks/eval_vs_floor.py)
+    batch_size: int = Field(16, ge=1, le=4096)
 
     @field_validator("threads")
     @classmethod

@@ -23,7 +23,7 @@ class Scores:
     confusion: list[list[int]] = field(default_factory=list)
 
 
-def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int = 32) -> np.ndarray:
+def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int = 16) -> np.ndarray:
     """Class scores (dequantized) of a .tflite model for float32 inputs (N, H, W, C)."""
     interpreter = litert.open_interpreter(model_path, threads)
     input_detail = interpreter.get_input_details()[0]
@@ -50,7 +50,7 @@ def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int
     return litert.dequantize_output(np.concatenate(outputs), output_detail)
 
 
-def timed_predict(model_path, inputs, threads, batch_size=32) -> tuple[np.ndarray, float]:
+def timed_predict(model_path, inputs, threads, batch_size=16) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
     scores = predict_tflite(model_path, inputs, threads, batch_size)
     return scores, time.perf_counter() - started
