@@ -68,10 +68,9 @@ def test_moving_average_patch_is_restored_even_after_an_error():
     from tensorflow_model_optimization.python.core.quantization.keras import quantizers
 
     original = quantizers.quant_ops.MovingAvgQuantize
-    with pytest.raises(RuntimeError):
-        with qat._moving_averages_follow_batch([]):
-            assert quantizers.quant_ops.MovingAvgQuantize is not original
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), qat._moving_averages_follow_batch([]):
+        assert quantizers.quant_ops.MovingAvgQuantize is not original
+        raise RuntimeError("boom")
     assert quantizers.quant_ops.MovingAvgQuantize is original
 
 
@@ -170,7 +169,7 @@ def test_every_qat_scheme_has_a_row_converted_failed_or_identical(tiny_run, reci
 
 @pytest.mark.slow
 def test_each_recipe_records_its_training_and_keras_row(tiny_run):
-    cfg, results = tiny_run
+    _, results = tiny_run
     by_name = {t.name: t for t in results.training}
     assert set(by_name) == {"float", "qat_seed", "qat_finetune"}
     assert by_name["qat_seed"].recipe == "seed" and len(by_name["qat_seed"].epochs) == 1

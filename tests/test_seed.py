@@ -16,7 +16,7 @@ def make_results(float_acc, dynamic_acc, qat_acc, alias_acc=None, epoch_seconds=
     alias_acc None: the aliases are byte-identical to DEFAULT (status identical)."""
     results = RunResults(name="t", created="now")
     for repeat in range(len(float_acc)):
-        def row(variant, source, acc, **kw):
+        def row(variant, source, acc, repeat=repeat, **kw):
             results.variants.append(VariantResult(variant=variant, source=source, repeat=repeat,
                 scheme=variant.rsplit("_", 1)[-1], policy="p", accuracy=acc, size_bytes=10**6, **kw))  # fmt: skip
 
@@ -82,7 +82,7 @@ def test_straddling_intervals_are_inconclusive():
     )  # fmt: skip
     results.training = [t for t in results.training if t.recipe == "float"] + [
         t.model_copy(update={"epochs": [e.model_copy(update={"seconds": e.seconds * f})
-                                        for e in t.epochs]})  # fmt: skip
+                                        for e in t.epochs]})
         for t, f in zip([t for t in results.training if t.recipe == "seed"], (1.0, 0.8, 1.3))
     ]
     v = verdicts(results)

@@ -19,8 +19,9 @@ the moving statistics the converter folds into the weights (it measured +2.5 poi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -15,8 +15,9 @@ and the reason says so, so that a single run only decides clear cases.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
 from rich.table import Table
 

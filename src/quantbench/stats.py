@@ -49,7 +49,7 @@ def t_cdf(t: float, df: int) -> float:
         a = 2.0 / math.pi * (theta + s * total) if df > 1 else 2.0 / math.pi * theta
     else:
         total, term = 0.0, 1.0
-        for k in range(0, df // 2):
+        for k in range(df // 2):
             total += term
             term *= c * c * (2 * k + 1) / (2 * k + 2)
         a = s * total
