@@ -78,7 +78,8 @@ class ConvertConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    threads: list[int] = Field(default_factory=lambda: [os.cpu_count() or 1])
+    # 1 thread and all cores, as benchmark_model users compare them.
+    threads: list[int] = Field(default_factory=lambda: sorted({1, os.cpu_count() or 1}))
     latency_runs: int = Field(50, ge=1, le=100_000)
     warmup_runs: int = Field(5, ge=0, le=10_000)
     # Images per LiteRT invoke during evaluation; 8-16 was fastest here (benchmarks/eval_vs_floor.py)
@@ -163,6 +164,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"image_size": 128},
         "model": {"alpha": 0.35, "weights": "imagenet"},
         "train": {"mode": "full", "learning_rate": 1e-4, "epochs": 5, "batch_size": 32},
+        "qat": {"recipes": ["finetune"]},  # the seed's table has QAT rows
     },
     "seed": {
         # "A Tale of Model Quantization in TF Lite", exactly.
@@ -170,6 +172,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"alpha": 1.0, "weights": "imagenet"},
         "train": {"mode": "full", "optimizer": "adam", "learning_rate": 1e-5, "epochs": 10,
                   "batch_size": 32},
+        "qat": {"recipes": ["seed"]},
     },  # fmt: skip
     "smoke": {
         "data": {"image_size": 64, "max_images_per_class": 24},

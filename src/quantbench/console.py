@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 # Not a terminal (CI logs, pipes): rich would assume 80 columns and fold the tables.
 out = Console(width=None if sys.stdout.isatty() else 160)  # results: tables, paths
-err = Console(stderr=True)  # progress, steps, warnings
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # progress, steps, warnings
 
 
 def step(message: str) -> None:

@@ -13,7 +13,6 @@ byte-identical to an earlier one of the same source (e.g. float16 on a QAT model
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,8 +36,7 @@ class Conversion:
     path: Path | None
     seconds: float
     error: str | None = None
-    sha256: str | None = None
-    identical_to: str | None = None
+    identical_to: str | None = None  # an earlier scheme that produced the same model
 
 
 def export_saved_model(model, directory: Path) -> Path:
@@ -48,7 +46,12 @@ def export_saved_model(model, directory: Path) -> Path:
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="input")
     module = tf.Module()
     module.model_variables = list(model.variables)  # tracked, so the export holds their values
-    module.serve = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+    @tf.function(input_signature=[spec], autograph=False)  # plain Keras call: nothing to convert
+    def serve(x):
+        return model(x, training=False)
+
+    module.serve = serve
     signatures = {"serving_default": module.serve.get_concrete_function()}
     tf.saved_model.save(module, str(directory), signatures=signatures)
     return directory
@@ -117,6 +120,31 @@ def _run_worker(saved_model_dir: str, calibration_path: str,
     return outcomes
 
 
+CONVERSION_METADATA = b"CONVERSION_METADATA"  # where the converter records the options asked for
+
+
+def _without_conversion_metadata(path: Path) -> bytes:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    for entry in model.metadata or []:
+        if entry.name == CONVERSION_METADATA:
+            model.buffers[entry.buffer].data = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def same_model(a: Path, b: Path, max_size_difference: int = 1024) -> bool:
+    """Whether two .tflite files hold the same model. Equal bytes, or equal once the converter's
+    record of the requested options is blanked: float16 asked of a QAT model yields DEFAULT's
+    int8 model with a different record, and is no new variant."""
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    if data_a == data_b:
+        return True
+    if abs(len(data_a) - len(data_b)) > max_size_difference:
+        return False
+    return _without_conversion_metadata(a) == _without_conversion_metadata(b)
+
+
 def convert_all(
     model,
     scheme_names: list[str],
@@ -148,17 +176,15 @@ def convert_all(
                     outcomes.update(future.result())
                     advance()
     conversions: list[Conversion] = []
-    seen: dict[str, str] = {}
     for name in scheme_names:
         seconds, error = outcomes[name]
         # The one export serves every scheme: charge each an equal share of it.
         conversion = Conversion(name, None, seconds + export_seconds / len(jobs), error)
         if error is None:
             conversion.path = Path(out_paths[name])
-            conversion.sha256 = hashlib.sha256(conversion.path.read_bytes()).hexdigest()
-            conversion.identical_to = seen.setdefault(conversion.sha256, name)
-            if conversion.identical_to == name:
-                conversion.identical_to = None
+            twin = next((c for c in conversions if c.path and c.identical_to is None
+                         and same_model(c.path, conversion.path)), None)  # fmt: skip
+            conversion.identical_to = twin.scheme if twin else None
         else:
             console.warn(f"{prefix}{name} failed to convert: {error}")
         conversions.append(conversion)

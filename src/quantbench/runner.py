@@ -111,7 +111,6 @@ def evaluate_source(
     conversions = convert_all(model, scheme_names, ctx.calibration_inputs, out_dir, prefix=prefix)
     console.info(f"converted in {time.perf_counter() - started:.1f} s")
     rows: list[VariantResult] = []
-    reference_ms: float | None = None
     for conversion in conversions:
         scheme = get_scheme(conversion.scheme)
         row = VariantResult(
@@ -125,7 +124,7 @@ def evaluate_source(
             row.size_bytes = conversion.path.stat().st_size
             twin = next((r for r in rows if r.scheme == conversion.identical_to), None)
             if twin is not None:
-                # Same bytes, same model: copy the measurements and say so.
+                # The same model: copy the measurements and say so.
                 # Copy attributes, not a dump: model_copy(update=) does not re-validate, so
                 # dumped dicts would replace the LatencyResult objects.
                 copied = twin.model_copy(deep=True)
@@ -133,15 +132,17 @@ def evaluate_source(
                     "per_class_accuracy", "confusion", "latency", "input_dtype", "output_dtype")}  # fmt: skip
                 row = row.model_copy(update={**measured, "status": "identical",
                                              "identical_to": twin.variant})  # fmt: skip
-                row.notes.append(f"byte-identical to {twin.variant}: the scheme had no effect")
+                row.notes.append(f"the same model as {twin.variant}: the scheme had no effect (the "
+                                 "files differ at most in the converter's record of the options)")
             else:
                 console.info(f"evaluating {row.variant}")
                 from quantbench.litert import io_dtypes
 
                 row.input_dtype, row.output_dtype = io_dtypes(conversion.path)
                 _measure(ctx, row, conversion.path)
-                if scheme.name == "float32":
-                    reference_ms = row.latency_ms()
+                # Every variant's speed is compared with the float baseline's float32 file.
+                baseline = results.variant("float32", repeat)
+                reference_ms = baseline.latency_ms() if baseline and baseline.ok else None
                 row.notes += explain.explain(conversion.path, row.latency, reference_ms)
         rows.append(row)
         results.variants.append(row)
@@ -206,7 +207,7 @@ def train_and_evaluate(ctx: EvalContext, results: RunResults, repeat: int, seed:
 def evaluate_qat(ctx: EvalContext, results: RunResults, float_model, recipe: str, repeat: int,
                  seed: int) -> None:  # fmt: skip
     """Train one QAT recipe (docs/qat.md), then score its Keras model and every QAT scheme."""
-    from quantbench.qat import mark_same_models, train_qat
+    from quantbench.qat import train_qat
 
     source = f"qat_{recipe}"
     qat_model, training = train_qat(
@@ -216,9 +217,7 @@ def evaluate_qat(ctx: EvalContext, results: RunResults, float_model, recipe: str
     results.training.append(training)
     results.variants.append(_reference_row(ctx, qat_model, source, repeat))
     results_mod.save(results, ctx.run_dir)
-    rows = evaluate_source(ctx, results, qat_model, source, ctx.cfg.qat.schemes, repeat)
-    mark_same_models(rows, ctx.run_dir)  # e.g. float16 on a QAT model: DEFAULT's int8 model
-    results_mod.save(results, ctx.run_dir)
+    evaluate_source(ctx, results, qat_model, source, ctx.cfg.qat.schemes, repeat)
 
 
 def preflight(cfg: RunConfig) -> None:
