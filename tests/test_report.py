@@ -153,10 +153,11 @@ def test_compare_cli_combines_runs_and_labels_points(tmp_path):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_report_of_a_real_smoke_run(real_keras_home, tmp_path):
-    done = quantbench("run", "--preset", "smoke", "--schemes", "float32,int8",
+    done = quantbench("run", "--preset", "smoke", "--schemes", "float32,int8", "--track", "mlflow",
                       "--output-dir", str(tmp_path / "runs"), cwd=tmp_path,
                       env={"KERAS_HOME": str(real_keras_home)})  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    tracked = next(ln for ln in done.stdout.splitlines() if ln.startswith("tracked in mlflow: "))
     run_dir = next((tmp_path / "runs").iterdir())
     (run_dir / "report.html").unlink(missing_ok=True)
     done = quantbench("report", str(run_dir))
@@ -170,12 +171,10 @@ def test_report_of_a_real_smoke_run(real_keras_home, tmp_path):
     )
     assert ("recommended:" in done.stdout) or ("no variant fits" in done.stdout)
 
-    # The same real run directory logged to a local MLflow store, read back through MLflow.
+    # `run --track mlflow` logged the run to a local MLflow store: read it back through MLflow.
     from mlflow.tracking import MlflowClient
 
-    from quantbench.tracking import log_run
-
-    where = log_run(results, run_dir, "mlflow")
+    where = tracked.removeprefix("tracked in mlflow: ")
     client = MlflowClient(tracking_uri=where.split(" ")[0])
     (run,) = client.search_runs([client.get_experiment_by_name("quantbench").experiment_id])
     logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "models")}

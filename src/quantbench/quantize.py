@@ -90,6 +90,8 @@ def build_config(
         overrides["qat.recipes"] = ["finetune"]
         if overrides.get("convert.schemes"):  # --schemes picks the QAT model's schemes too
             overrides.setdefault("qat.schemes", overrides["convert.schemes"])
+    elif "recipes" not in (from_file.get("qat") or {}):
+        overrides["qat.recipes"] = []  # the default preset's QAT is `run`'s; here it is opt-in
     cfg = config_mod.resolve("default", config_file, overrides)
     size_given = "data.image_size" in overrides or "image_size" in (from_file.get("data") or {})
     if cfg.data.dir is None:

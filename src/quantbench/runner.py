@@ -290,10 +290,11 @@ def pipeline(
     if cfg.track:
         from quantbench.tracking import log_run
 
-        console.out.print(f"tracked in {cfg.track}: {log_run(results, run_dir, cfg.track)}")
+        where = log_run(results, run_dir, cfg.track)
+        console.out.print(f"tracked in {cfg.track}: {where}", highlight=False, soft_wrap=True)
     if report:
-        console.out.print(f"report: {report}", highlight=False)
-    console.out.print(f"\nrun directory: {run_dir}", highlight=False)
+        console.out.print(f"report: {report}", highlight=False, soft_wrap=True)
+    console.out.print(f"\nrun directory: {run_dir}", highlight=False, soft_wrap=True)
     return results, run_dir
 
 
