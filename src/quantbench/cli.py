@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from quantbench import __version__
+from quantbench.config import flag_keys as config_flag_keys
 from quantbench.errors import QuantbenchError
 
 _VERBOSE = {"on": False}
@@ -40,38 +41,37 @@ def cli(verbose: bool) -> None:
 
 # --- run ---------------------------------------------------------------------------------
 
-RUN_FLAGS = {
-    # flag name -> dotted config key
-    "data": "data.dir",
-    "image_size": "data.image_size",
-    "validation_split": "data.validation_split",
-    "split_seed": "data.split_seed",
-    "max_images_per_class": "data.max_images_per_class",
-    "alpha": "model.alpha",
-    "weights": "model.weights",
-    "train_mode": "train.mode",
-    "optimizer": "train.optimizer",
-    "learning_rate": "train.learning_rate",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "seed": "train.seed",
-    "schemes": "convert.schemes",
-    "calibration_images": "convert.calibration_images",
-    "threads": "evaluate.threads",
-    "latency_runs": "evaluate.latency_runs",
-    "qat": "qat.recipes",
-    "qat_epochs": "qat.epochs",
-    "qat_learning_rate": "qat.learning_rate",
-    "repeats": "repeats",
-    "seeds": "seeds",
-    "max_accuracy_drop": "recommend.max_accuracy_drop",
-    "max_size": "recommend.max_size_mb",
-    "max_latency": "recommend.max_latency_ms",
-    "objective": "recommend.objective",
-    "track": "track",
-    "name": "name",
-    "output_dir": "output_dir",
-}
+RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
+    "data",
+    "image_size",
+    "validation_split",
+    "split_seed",
+    "max_images_per_class",
+    "alpha",
+    "weights",
+    "train_mode",
+    "optimizer",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "seed",
+    "schemes",
+    "calibration_images",
+    "threads",
+    "latency_runs",
+    "qat",
+    "qat_epochs",
+    "qat_learning_rate",
+    "repeats",
+    "seeds",
+    "max_accuracy_drop",
+    "max_size",
+    "max_latency",
+    "objective",
+    "track",
+    "name",
+    "output_dir",
+)
 
 
 @cli.command()

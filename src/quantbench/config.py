@@ -158,6 +158,52 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
 
+# Command-line flag (and Python API keyword) -> the dotted config key it sets; one table for
+# every command, each of which accepts the subset it names.
+FLAG_KEYS: dict[str, str] = {
+    "data": "data.dir",
+    "image_size": "data.image_size",
+    "validation_split": "data.validation_split",
+    "split_seed": "data.split_seed",
+    "max_images_per_class": "data.max_images_per_class",
+    "alpha": "model.alpha",
+    "weights": "model.weights",
+    "train_mode": "train.mode",
+    "optimizer": "train.optimizer",
+    "learning_rate": "train.learning_rate",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "schemes": "convert.schemes",
+    "calibration_images": "convert.calibration_images",
+    "threads": "evaluate.threads",
+    "latency_runs": "evaluate.latency_runs",
+    "qat": "qat.recipes",
+    "qat_epochs": "qat.epochs",
+    "qat_learning_rate": "qat.learning_rate",
+    "repeats": "repeats",
+    "seeds": "seeds",
+    "max_accuracy_drop": "recommend.max_accuracy_drop",
+    "max_size": "recommend.max_size_mb",
+    "max_latency": "recommend.max_latency_ms",
+    "objective": "recommend.objective",
+    "track": "track",
+    "name": "name",
+    "output_dir": "output_dir",
+    "labels": "data.labels_file",
+    "scaling": "data.scaling",
+    "channel_order": "data.channel_order",
+    "eval_split": "quantize.eval_split",
+    "check": "quantize.check",
+    "unsafe": "quantize.unsafe",
+    "custom_objects": "quantize.custom_objects",
+}
+
+
+def flag_keys(*names: str) -> dict[str, str]:
+    return {name: FLAG_KEYS[name] for name in names}
+
+
 # Presets are partial configs; everything not named keeps the defaults above.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {

@@ -26,37 +26,37 @@ from typing import Any
 import numpy as np
 
 from quantbench import console
-from quantbench.config import RunConfig
+from quantbench.config import RunConfig, flag_keys
 from quantbench.errors import ConfigError, ConversionError, DataError, ModelError
 
-# API keyword -> dotted config key (the CLI's flags use the same names).
-OPTIONS = {
-    "data": "data.dir",
-    "labels": "data.labels_file",
-    "image_size": "data.image_size",
-    "scaling": "data.scaling",
-    "channel_order": "data.channel_order",
-    "validation_split": "data.validation_split",
-    "split_seed": "data.split_seed",
-    "max_images_per_class": "data.max_images_per_class",
-    "schemes": "convert.schemes",
-    "calibration_images": "convert.calibration_images",
-    "threads": "evaluate.threads",
-    "latency_runs": "evaluate.latency_runs",
-    "qat_epochs": "qat.epochs",
-    "qat_learning_rate": "qat.learning_rate",
-    "eval_split": "quantize.eval_split",
-    "check": "quantize.check",
-    "unsafe": "quantize.unsafe",
-    "custom_objects": "quantize.custom_objects",
-    "max_accuracy_drop": "recommend.max_accuracy_drop",
-    "max_size": "recommend.max_size_mb",
-    "max_latency": "recommend.max_latency_ms",
-    "objective": "recommend.objective",
-    "track": "track",
-    "name": "name",
-    "output_dir": "output_dir",
-}
+# API keywords (the CLI's flags use the same names), each setting config.FLAG_KEYS' key.
+OPTIONS = flag_keys(
+    "data",
+    "labels",
+    "image_size",
+    "scaling",
+    "channel_order",
+    "validation_split",
+    "split_seed",
+    "max_images_per_class",
+    "schemes",
+    "calibration_images",
+    "threads",
+    "latency_runs",
+    "qat_epochs",
+    "qat_learning_rate",
+    "eval_split",
+    "check",
+    "unsafe",
+    "custom_objects",
+    "max_accuracy_drop",
+    "max_size",
+    "max_latency",
+    "objective",
+    "track",
+    "name",
+    "output_dir",
+)
 
 
 def build_config(
