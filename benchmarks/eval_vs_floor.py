@@ -2,7 +2,9 @@
 
 For every scheme, on the real validation split at the same thread count:
   floor     = images x median single-image invoke time (set_tensor + invoke, inputs ready)
-  ours      = wall time of quantbench.evaluate.predict_tflite (quantization included)
+  ours      = wall time of one variant's evaluation as `quantbench run` does it: a request to the
+              evaluation worker process (quantbench.evaluate.EvalWorker, started once per run,
+              before the rounds) and its scores back, quantization included
   seed loop = the seed's loop: tf.expand_dims, set_tensor, invoke, get_tensor per image
 Targets: ours / floor <= 1.15 and seed / ours >= 1.0, with identical predictions.
 
@@ -20,9 +22,10 @@ import numpy as np
 from _common import flowers, median, mobilenet
 
 from quantbench import litert
+from quantbench.config import EvaluateConfig
 from quantbench.convert import convert_all
 from quantbench.data import calibration_indices
-from quantbench.evaluate import predict_tflite
+from quantbench.evaluate import EvalWorker
 from quantbench.preprocess import Preprocessing
 
 
@@ -64,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--schemes", default="float32,dynamic_range,float16,int8,int8_io")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=EvaluateConfig().batch_size)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     dataset = flowers()
@@ -74,8 +77,9 @@ def main() -> None:
         dataset.train_images[calibration_indices(len(dataset.train_images), 100, 42)]
     )
     model = mobilenet(len(dataset.classes))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, EvalWorker(val_inputs) as worker:
         conversions = convert_all(model, args.schemes.split(","), calibration, Path(tmp))
+        worker.predict(conversions[0].path, args.threads, args.batch_size)  # start it, as a run does
         print(f"{len(val_inputs)} validation images, {args.threads} threads, "
               f"batch {args.batch_size}, median of {args.rounds} interleaved rounds")  # fmt: skip
         print(f"{'scheme':<14}{'floor s':>9}{'ours s':>9}{'seed s':>9}"
@@ -89,7 +93,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 floors.append(floor_seconds(c.path, val_inputs, args.threads))
                 started = time.perf_counter()
-                ours = predict_tflite(c.path, val_inputs, args.threads, args.batch_size).argmax(1)
+                ours = worker.predict(c.path, args.threads, args.batch_size)[0].argmax(1)
                 ours_times.append(time.perf_counter() - started)
                 seed, seed_seconds = seed_loop(c.path, val_inputs, args.threads)
                 seed_times.append(seed_seconds)

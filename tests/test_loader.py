@@ -192,18 +192,8 @@ def test_nested_trunks_flatten_to_the_same_function_that_qat_accepts():
 
 
 def test_subclassed_sub_models_cannot_be_flattened():
-    import tf_keras as keras
+    from tests.models import subclassed_trunk_classifier
 
-    class Trunk(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.conv = keras.layers.Conv2D(4, 3)
-
-        def call(self, x):
-            return self.conv(x)
-
-    inputs = keras.Input((16, 16, 3))
-    x = keras.layers.GlobalAveragePooling2D()(Trunk()(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    model = subclassed_trunk_classifier(num_classes=2, size=16)
     with pytest.raises(ModelError, match="cannot flatten the subclassed model"):
         loader.flatten(model)

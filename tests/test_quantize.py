@@ -347,19 +347,9 @@ def test_model_the_converter_cannot_handle(photos, tmp_path, capsys, monkeypatch
 
 
 def test_qat_on_an_unflattenable_nested_model_explains_the_workaround(photos, tmp_path, capsys):
-    import tf_keras as keras
+    from tests.models import subclassed_trunk_classifier
 
-    class Trunk(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.conv = keras.layers.Conv2D(4, 3)
-
-        def call(self, x):
-            return self.conv(x)
-
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.GlobalAveragePooling2D()(Trunk()(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model = subclassed_trunk_classifier(num_classes=3, size=32)
     from quantbench import config as config_mod
     from quantbench import quantize as quantize_mod
 

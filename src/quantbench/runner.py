@@ -21,7 +21,7 @@ from quantbench import atomic, console, environment, results as results_mod
 from quantbench.config import RunConfig
 from quantbench.convert import convert_all
 from quantbench.data import Dataset, calibration_indices, load_dataset
-from quantbench.evaluate import score, timed_predict
+from quantbench.evaluate import EvaluationError, EvalWorker, score
 from quantbench.preprocess import Preprocessing
 from quantbench.results import RunResults, VariantResult
 from quantbench.schemes import get_scheme
@@ -59,6 +59,19 @@ class EvalContext:
     val_inputs: np.ndarray  # float32, scaled once for every variant
     calibration_inputs: np.ndarray
     reference_predictions: np.ndarray | None = None  # top-1 of the float Keras model
+    worker: EvalWorker | None = None  # started at the first variant, closed by `pipeline`
+
+    def predict(self, path: Path) -> tuple[np.ndarray, float]:
+        """(scores, seconds) of a .tflite on the validation images, in the evaluation worker."""
+        if self.worker is None:
+            self.worker = EvalWorker(self.val_inputs)
+        evaluate = self.cfg.evaluate
+        return self.worker.predict(path, evaluate.threads[-1], evaluate.batch_size)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
 
     @classmethod
     def build(cls, cfg: RunConfig, run_dir: Path, dataset: Dataset) -> EvalContext:
@@ -81,9 +94,7 @@ def _measure(ctx: EvalContext, row: VariantResult, path: Path) -> None:
     from quantbench import latency
 
     threads = ctx.cfg.evaluate.threads
-    predictions, row.eval_seconds = timed_predict(
-        path, ctx.val_inputs, threads[-1], ctx.cfg.evaluate.batch_size
-    )
+    predictions, row.eval_seconds = ctx.predict(path)
     scores = score(predictions, ctx.dataset.val_labels, ctx.dataset.classes, ctx.reference_predictions)
     row.accuracy, row.agreement = scores.accuracy, scores.agreement
     row.per_class_accuracy, row.confusion = scores.per_class_accuracy, scores.confusion
@@ -136,14 +147,21 @@ def evaluate_source(
                                  "files differ at most in the converter's record of the options)")
             else:
                 console.info(f"evaluating {row.variant}")
+                from quantbench.latency import LatencyError
                 from quantbench.litert import io_dtypes
 
                 row.input_dtype, row.output_dtype = io_dtypes(conversion.path)
-                _measure(ctx, row, conversion.path)
-                # Every variant's speed is compared with the float baseline's float32 file.
-                baseline = results.variant("float32", repeat)
-                reference_ms = baseline.latency_ms() if baseline and baseline.ok else None
-                row.notes += explain.explain(conversion.path, row.latency, reference_ms)
+                try:
+                    _measure(ctx, row, conversion.path)
+                except (EvaluationError, LatencyError) as e:
+                    # Like a failed conversion: this row says why, the run goes on.
+                    row.status, row.error = "failed", e.message
+                    console.warn(f"{row.variant}: {e.message}")
+                else:
+                    # Every variant's speed is compared with the float baseline's float32 file.
+                    baseline = results.variant("float32", repeat)
+                    reference_ms = baseline.latency_ms() if baseline and baseline.ok else None
+                    row.notes += explain.explain(conversion.path, row.latency, reference_ms)
         rows.append(row)
         results.variants.append(row)
         results_mod.save(results, ctx.run_dir)
@@ -273,7 +291,10 @@ def pipeline(
         )
         results_mod.save(results, run_dir)
         ctx = EvalContext.build(cfg, run_dir, dataset)
-        body(ctx, results)
+        try:
+            body(ctx, results)
+        finally:
+            ctx.close()
     except BaseException:
         finish(results, run_dir, started, "failed")
         _write_report(results, run_dir)  # what was measured stays viewable
