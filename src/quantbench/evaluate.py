@@ -107,7 +107,7 @@ def _heavy_ops_outside_xnnpack(interpreter) -> bool:
     return any(op.name in HEAVY_OPS and not op.delegated for op in ops)
 
 
-def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int = 16) -> np.ndarray:
+def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int = 4) -> np.ndarray:
     """Class scores (dequantized) of a .tflite model for float32 inputs (N, H, W, C)."""
     batch = max(1, min(batch_size, len(inputs)))
     interpreter, batch = _prepare(model_path, inputs.shape[1:], threads, batch)
@@ -125,7 +125,7 @@ def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int
         return np.concatenate(list(pool.map(score_slice, np.array_split(inputs, shards))))
 
 
-def timed_predict(model_path, inputs, threads, batch_size=16) -> tuple[np.ndarray, float]:
+def timed_predict(model_path, inputs, threads, batch_size=4) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
     scores = predict_tflite(model_path, inputs, threads, batch_size)
     return scores, time.perf_counter() - started
@@ -200,7 +200,7 @@ class EvalWorker:
         lines = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("INFO: Created")]
         return lines[-1][:300] if lines else ""
 
-    def predict(self, model_path, threads: int, batch_size: int = 16) -> tuple[np.ndarray, float]:
+    def predict(self, model_path, threads: int, batch_size: int = 4) -> tuple[np.ndarray, float]:
         """(scores, seconds) as `timed_predict` gives them, measured inside the worker."""
         if self._process is None or self._process.poll() is not None:
             self._process = self._start()
