@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from quantbench import __version__
-from quantbench.config import flag_keys as config_flag_keys
+from quantbench.config import REPORTING_FLAGS, flag_keys as config_flag_keys
 from quantbench.errors import QuantbenchError
 
 _VERBOSE = {"on": False}
@@ -37,6 +37,22 @@ def cli(verbose: bool) -> None:
     """Quantize a Keras image classifier every TF Lite way, measure each variant on LiteRT,
     and recommend which one to ship."""
     _VERBOSE["on"] = verbose
+
+
+# The recommendation's constraints, one definition for run, quantize and report.
+_RECOMMENDATION_OPTIONS = (
+    click.option("--max-accuracy-drop", type=float, help="Recommendation: max points below float."),
+    click.option("--max-size", type=float, help="Recommendation: max model size in MB."),
+    click.option("--max-latency", type=float, help="Recommendation: max median latency in ms."),
+    click.option("--objective", type=click.Choice(["size", "latency", "accuracy"]),
+                 help="Recommendation: what to optimize among variants that fit."),
+)  # fmt: skip
+
+
+def recommendation_options(command):
+    for option in reversed(_RECOMMENDATION_OPTIONS):  # listed in help in this order
+        command = option(command)
+    return command
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -64,13 +80,7 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
     "qat_learning_rate",
     "repeats",
     "seeds",
-    "max_accuracy_drop",
-    "max_size",
-    "max_latency",
-    "objective",
-    "track",
-    "name",
-    "output_dir",
+    *REPORTING_FLAGS,
 )
 
 
@@ -101,11 +111,7 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 @click.option("--qat-learning-rate", type=float, help="QAT learning rate (default: the recipe's).")
 @click.option("--repeats", type=int, help="Train and evaluate K times with different seeds.")
 @click.option("--seeds", help="Explicit training seeds, comma-separated (overrides --repeats).")
-@click.option("--max-accuracy-drop", type=float, help="Recommendation: max points below float.")
-@click.option("--max-size", type=float, help="Recommendation: max model size in MB.")
-@click.option("--max-latency", type=float, help="Recommendation: max median latency in ms.")
-@click.option("--objective", type=click.Choice(["size", "latency", "accuracy"]),
-              help="Recommendation: what to optimize among variants that fit.")
+@recommendation_options
 @click.option("--track", type=click.Choice(["mlflow", "wandb"]), help="Log the run to a tracker.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set train.epochs=3 (repeatable).")  # fmt: skip
@@ -158,10 +164,7 @@ def run(preset: str, config_file: Path | None, assignments: tuple[str, ...], **f
 @click.option("--calibration-images", type=int, help="Representative dataset size.")
 @click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
 @click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
-@click.option("--max-accuracy-drop", type=float, help="Recommendation: max points below float.")
-@click.option("--max-size", type=float, help="Recommendation: max model size in MB.")
-@click.option("--max-latency", type=float, help="Recommendation: max median latency in ms.")
-@click.option("--objective", type=click.Choice(["size", "latency", "accuracy"]))
+@recommendation_options
 @click.option("--name", help="Run name (default: quantize-<model file name>).")
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Where run directories go.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML or TOML file.")
@@ -285,11 +288,7 @@ def _print_bench(report: dict) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Default: RUN_DIR/report.html.")
-@click.option("--max-accuracy-drop", type=float, help="Recommendation: max points below float.")
-@click.option("--max-size", type=float, help="Recommendation: max model size in MB.")
-@click.option("--max-latency", type=float, help="Recommendation: max median latency in ms.")
-@click.option("--objective", type=click.Choice(["size", "latency", "accuracy"]),
-              help="Recommendation: what to optimize among variants that fit.")  # fmt: skip
+@recommendation_options
 def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_latency,
            objective) -> None:  # fmt: skip
     """Rebuild report.html from RUN_DIR/results.json (no retraining, no TensorFlow)."""

@@ -201,6 +201,11 @@ FLAG_KEYS: dict[str, str] = {
 }
 
 
+# What every measuring command (run, quantize) takes alike: recommendation, tracking, output.
+REPORTING_FLAGS = ("max_accuracy_drop", "max_size", "max_latency", "objective", "track", "name",
+                   "output_dir")  # fmt: skip
+
+
 def flag_keys(*names: str) -> dict[str, str]:
     return {name: FLAG_KEYS[name] for name in names}
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from quantbench import console
-from quantbench.config import RunConfig, flag_keys
+from quantbench.config import REPORTING_FLAGS, RunConfig, flag_keys
 from quantbench.errors import ConfigError, ConversionError, DataError, ModelError
 
 # API keywords (the CLI's flags use the same names), each setting config.FLAG_KEYS' key.
@@ -49,13 +49,7 @@ OPTIONS = flag_keys(
     "check",
     "unsafe",
     "custom_objects",
-    "max_accuracy_drop",
-    "max_size",
-    "max_latency",
-    "objective",
-    "track",
-    "name",
-    "output_dir",
+    *REPORTING_FLAGS,
 )
 
 
