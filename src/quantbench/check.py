@@ -50,6 +50,12 @@ class CheckResult:
     def declared(self) -> CheckRow:
         return next(r for r in self.rows if r.declared)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> CheckResult:
+        rows = [CheckRow(**r) for r in data["rows"]]
+        return cls(data["images"], data["classes"], rows, data["chance"], data["chance_p_value"],
+                   list(data.get("warnings", [])))  # fmt: skip
+
     def to_dict(self) -> dict:
         return {
             "images": self.images, "classes": self.classes, "chance": self.chance,
@@ -157,13 +163,3 @@ def check_table(result: CheckResult):
         table.add_row(r.scaling, r.channel_order, f"{r.accuracy * 100:.1f}", verdict,
                       style="bold" if r.declared else None)  # fmt: skip
     return table
-
-
-def print_check(result: CheckResult) -> None:
-    from quantbench import console
-
-    console.out.print(check_table(result))
-    for warning in result.warnings:
-        console.warn(warning)
-    if not result.warnings:
-        console.info("no alternative scores significantly better than the declared preprocessing")

@@ -49,6 +49,15 @@ _RECOMMENDATION_OPTIONS = (
 )  # fmt: skip
 
 
+def resume_options(command):
+    command = click.option("--no-cache", is_flag=True,
+                           help="Neither reuse nor share cached models and files "
+                           "($QUANTBENCH_CACHE); the run keeps its own, for --resume.")(command)
+    return click.option("--resume", type=click.Path(path_type=Path, file_okay=False),
+                        help="Finish a killed or failed run in this run directory: finished "
+                        "variants are kept, the rest measured.")(command)  # fmt: skip
+
+
 def recommendation_options(command):
     for option in reversed(_RECOMMENDATION_OPTIONS):  # listed in help in this order
         command = option(command)
@@ -75,6 +84,7 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
     "calibration_images",
     "threads",
     "latency_runs",
+    "transforms",
     "qat",
     "qat_epochs",
     "qat_learning_rate",
@@ -85,7 +95,7 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 
 
 @cli.command()
-@click.option("--preset", default="default", show_default=True, help="default, seed or smoke.")
+@click.option("--preset", help="default (the default), seed or smoke.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML or TOML file.")
 @click.option("--data", type=click.Path(path_type=Path), help="Image folder, one sub-folder per class.")
 @click.option("--name", help="Run name (used in the run directory's name).")
@@ -102,11 +112,14 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--seed", type=int, help="Training seed.")
-@click.option("--schemes", help="Comma-separated schemes (see `quantbench schemes`).")
+@click.option("--schemes", help="Comma-separated conversions, each NAME or NAME:KEY=VALUE:... "
+              "(see `quantbench techniques`).")
+@click.option("--transforms", help="Comma-separated model transforms, e.g. qat:recipe=finetune "
+              "(see `quantbench techniques`; '' for none).")
 @click.option("--calibration-images", type=int, help="Representative dataset size.")
 @click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
 @click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
-@click.option("--qat", help="QAT recipes to run, comma-separated: finetune, seed.")
+@click.option("--qat", help="QAT recipes, comma-separated (same as --transforms qat:recipe=R).")
 @click.option("--qat-epochs", type=int, help="QAT epochs (default: the recipe's own).")
 @click.option("--qat-learning-rate", type=float, help="QAT learning rate (default: the recipe's).")
 @click.option("--repeats", type=int, help="Train and evaluate K times with different seeds.")
@@ -115,7 +128,9 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 @click.option("--track", type=click.Choice(["mlflow", "wandb"]), help="Log the run to a tracker.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set train.epochs=3 (repeatable).")  # fmt: skip
-def run(preset: str, config_file: Path | None, assignments: tuple[str, ...], **flags) -> None:
+@resume_options
+def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ...],
+        resume: Path | None, no_cache: bool, **flags) -> None:  # fmt: skip
     """Train the float baseline, convert it with every scheme, evaluate all on LiteRT."""
     from quantbench import config as config_mod
 
@@ -127,12 +142,19 @@ def run(preset: str, config_file: Path | None, assignments: tuple[str, ...], **f
     for text in assignments:
         key, value = config_mod.parse_assignment(text)
         overrides[key] = value
-    cfg = config_mod.resolve(preset, config_file, overrides)
+    if resume is not None:
+        if preset is not None:
+            overrides["preset"] = preset
+        cfg = config_mod.for_resume(resume, overrides, config_file)
+    else:
+        cfg = config_mod.resolve(preset or "default", config_file, overrides)
 
     from quantbench import quiet, runner
+    from quantbench.present import show_event, show_run
 
     quiet.import_tensorflow(verbose=_VERBOSE["on"])
-    runner.run(cfg)
+    results, run_dir = runner.run(cfg, resume_dir=resume, use_cache=not no_cache, emit=show_event)
+    show_run(results, run_dir, "run")
 
 
 # --- quantize ----------------------------------------------------------------------------
@@ -148,7 +170,9 @@ def run(preset: str, config_file: Path | None, assignments: tuple[str, ...], **f
 @click.option("--scaling", type=click.Choice(["-1..1", "0..1", "0..255", "imagenet"]),
               help="Pixel scaling the model expects (default -1..1).")
 @click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), help="Default rgb.")
-@click.option("--schemes", help="Comma-separated subset of schemes (default: all).")
+@click.option("--schemes", help="Comma-separated conversions (default: all; see `quantbench "
+              "techniques`).")
+@click.option("--transforms", help="Comma-separated model transforms, e.g. qat:recipe=finetune.")
 @click.option("--eval-split", type=click.Choice(["validation", "all"]),
               help="Score the validation split (default) or every image in DIR.")
 @click.option("--check", is_flag=True, default=None,
@@ -170,7 +194,9 @@ def run(preset: str, config_file: Path | None, assignments: tuple[str, ...], **f
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML or TOML file.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set data.validation_split=0.3 (repeatable).")  # fmt: skip
-def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...], **flags) -> None:
+@resume_options
+def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...],
+             resume: Path | None, no_cache: bool, **flags) -> None:  # fmt: skip
     """Quantize your own Keras model (.keras, .h5, SavedModel) with every scheme and evaluate
     each variant on your photos against the original."""
     from quantbench import config as config_mod
@@ -179,12 +205,21 @@ def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...]
     flags["schemes"] = _csv_list(flags["schemes"])
     flags["threads"] = _csv_list(flags["threads"], int)
     overrides = dict(config_mod.parse_assignment(text) for text in assignments)
-    cfg, size_given = quantize_mod.build_config(model, flags, config_file, overrides)
+    if resume is not None:
+        # The run's own config, checked against what this command asks for.
+        asked, _ = quantize_mod.quantize_overrides(model, flags, config_file, overrides)
+        cfg, size_given = config_mod.for_resume(resume, asked), True
+    else:
+        cfg, size_given = quantize_mod.build_config(model, flags, config_file, overrides)
 
     from quantbench import quiet
+    from quantbench.present import show_event, show_run
 
     quiet.import_tensorflow(verbose=_VERBOSE["on"])
-    quantize_mod.run_quantize(cfg, size_given=size_given)
+    results, run_dir = quantize_mod.run_quantize(
+        cfg, size_given=size_given, resume_dir=resume, use_cache=not no_cache, emit=show_event
+    )
+    show_run(results, run_dir, "quantize")
 
 
 # --- schemes ------------------------------------------------------------------------------
@@ -196,14 +231,22 @@ def schemes() -> None:
     from rich.table import Table
 
     from quantbench.console import out
-    from quantbench.schemes import SCHEMES
+    from quantbench.techniques.conversions import CONVERSIONS
 
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     for column in ("scheme", "policy", "default", "what it does"):
         table.add_column(column)
-    for s in SCHEMES.values():
+    for s in CONVERSIONS:
         table.add_row(s.name, s.policy, "yes" if s.default else "no", s.description)
     out.print(table)
+
+
+@cli.command()
+def techniques() -> None:
+    """List the conversions and model transforms with their parameters."""
+    from quantbench.present import show_techniques
+
+    show_techniques()
 
 
 # --- bench --------------------------------------------------------------------------------

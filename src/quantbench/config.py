@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantbench.errors import ConfigError
+from quantbench.techniques import TechniqueSpec
 from quantbench.suggest import did_you_mean
 
-CONFIG_SCHEMA_VERSION = 1
+CONFIG_SCHEMA_VERSION = 2  # 2: transforms and conversions are technique specs (1: a qat section)
+READABLE_CONFIG_VERSIONS = (1, 2)
 
 Scaling = Literal["-1..1", "0..1", "0..255", "imagenet"]
 
@@ -55,26 +57,42 @@ class TrainConfig(_Section):
     seed: int = 1
 
 
+# The conversions applied to each transform's output (e.g. the QAT model) when none are named:
+# every scheme, the deprecated aliases included, as the seed's QAT table has them.
+TRANSFORM_SCHEMES = ["float32", "dynamic_range", "float16", "int8", "int8_io", "int16x8",
+                     "optimize_for_size", "optimize_for_latency"]  # fmt: skip
+
+
+def _conversion_specs(value: Any) -> list[TechniqueSpec]:
+    from quantbench.techniques.conversions import CONVERSIONS
+
+    specs = CONVERSIONS.parse_list(value)
+    if not specs:
+        raise ValueError("give at least one scheme")
+    return specs
+
+
 class ConvertConfig(_Section):
-    schemes: list[str] | None = None  # None: every scheme marked default in the registry
+    schemes: list[TechniqueSpec] | None = None  # None: every conversion marked default
+    transform_schemes: list[TechniqueSpec] = Field(
+        default_factory=lambda: _conversion_specs(TRANSFORM_SCHEMES)
+    )
     calibration_images: int = Field(200, ge=1, le=100_000)
 
-    @field_validator("schemes")
+    @field_validator("schemes", "transform_schemes", mode="before")
     @classmethod
-    def _known_schemes(cls, value: list[str] | None) -> list[str] | None:
-        from quantbench.schemes import get_scheme
+    def _known_schemes(cls, value: Any) -> list[TechniqueSpec] | None:
+        return None if value is None else _conversion_specs(value)
 
-        if value is not None:
-            if not value:
-                raise ValueError("give at least one scheme")
-            for name in value:
-                get_scheme(name)  # raises ConfigError with a hint
-        return value
+    def scheme_specs(self) -> list[TechniqueSpec]:
+        from quantbench.techniques.conversions import CONVERSIONS
+
+        if self.schemes is not None:
+            return list(self.schemes)
+        return [CONVERSIONS.spec(name) for name in CONVERSIONS.defaults()]
 
     def scheme_names(self) -> list[str]:
-        from quantbench.schemes import DEFAULT_SCHEMES
-
-        return list(self.schemes) if self.schemes is not None else list(DEFAULT_SCHEMES)
+        return [spec.name for spec in self.scheme_specs()]
 
 
 class EvaluateConfig(_Section):
@@ -92,18 +110,6 @@ class EvaluateConfig(_Section):
         if not value or any(t < 1 for t in value):
             raise ValueError("threads must be a non-empty list of counts >= 1")
         return value
-
-
-class QatConfig(_Section):
-    """Quantization-aware training (tensorflow-model-optimization); empty recipes: off."""
-
-    recipes: list[Literal["seed", "finetune"]] = Field(default_factory=list)
-    epochs: int | None = Field(None, ge=1)  # None: the recipe's own default
-    learning_rate: float | None = Field(None, gt=0)
-    schemes: list[str] = Field(
-        default_factory=lambda: ["float32", "dynamic_range", "float16", "int8", "int8_io",
-                                 "int16x8", "optimize_for_size", "optimize_for_latency"]
-    )  # fmt: skip
 
 
 class QuantizeConfig(_Section):
@@ -135,19 +141,33 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     convert: ConvertConfig = Field(default_factory=ConvertConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    qat: QatConfig = Field(default_factory=QatConfig)
+    transforms: list[TechniqueSpec] = Field(default_factory=list)  # model transforms (QAT, ...)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     repeats: int = Field(1, ge=1, le=100)
     seeds: list[int] | None = None  # explicit training seeds; overrides repeats
     track: Literal["mlflow", "wandb"] | None = None
 
-    @field_validator("schema_version")
+    @model_validator(mode="before")
     @classmethod
-    def _supported_version(cls, value: int) -> int:
-        if value != CONFIG_SCHEMA_VERSION:
-            raise ValueError(f"this quantbench reads config schema_version {CONFIG_SCHEMA_VERSION}")
-        return value
+    def _upgrade(cls, data: Any) -> Any:
+        """Read older configs: version 1's `qat` section becomes transforms (see fold_qat)."""
+        if not isinstance(data, dict):
+            return data
+        version = data.get("schema_version", CONFIG_SCHEMA_VERSION)
+        if version not in READABLE_CONFIG_VERSIONS:
+            raise ValueError(f"this quantbench reads config schema_version "
+                             f"{', '.join(map(str, READABLE_CONFIG_VERSIONS))}, not {version!r}")
+        data = fold_qat(dict(data))
+        data["schema_version"] = CONFIG_SCHEMA_VERSION
+        return data
+
+    @field_validator("transforms", mode="before")
+    @classmethod
+    def _known_transforms(cls, value: Any) -> list[TechniqueSpec]:
+        from quantbench.techniques.transforms import TRANSFORMS
+
+        return TRANSFORMS.parse_list(value)
 
     def training_seeds(self) -> list[int]:
         """One training seed per repeat: `seeds`, else train.seed, train.seed+1, ..."""
@@ -179,6 +199,7 @@ FLAG_KEYS: dict[str, str] = {
     "calibration_images": "convert.calibration_images",
     "threads": "evaluate.threads",
     "latency_runs": "evaluate.latency_runs",
+    "transforms": "transforms",
     "qat": "qat.recipes",
     "qat_epochs": "qat.epochs",
     "qat_learning_rate": "qat.learning_rate",
@@ -216,7 +237,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"image_size": 128},
         "model": {"alpha": 0.35, "weights": "imagenet"},
         "train": {"mode": "full", "learning_rate": 1e-4, "epochs": 5, "batch_size": 32},
-        "qat": {"recipes": ["finetune"]},  # the seed's table has QAT rows
+        "transforms": ["qat:recipe=finetune"],  # the seed's table has QAT rows
     },
     "seed": {
         # "A Tale of Model Quantization in TF Lite", exactly.
@@ -224,7 +245,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"alpha": 1.0, "weights": "imagenet"},
         "train": {"mode": "full", "optimizer": "adam", "learning_rate": 1e-5, "epochs": 10,
                   "batch_size": 32},
-        "qat": {"recipes": ["seed"]},
+        "transforms": ["qat:recipe=seed"],
     },  # fmt: skip
     "smoke": {
         "data": {"image_size": 64, "max_images_per_class": 24},
@@ -234,6 +255,40 @@ PRESETS: dict[str, dict[str, Any]] = {
         "evaluate": {"latency_runs": 50, "warmup_runs": 2},
     },
 }
+
+
+def fold_qat(data: dict[str, Any]) -> dict[str, Any]:
+    """The `qat` section (config version 1, and the --qat/--qat-epochs/--qat-learning-rate
+    flags) expressed as transforms: `recipes` replaces the QAT transforms, `epochs` and
+    `learning_rate` fill in every QAT transform's parameters, `schemes` become
+    `convert.transform_schemes`."""
+    qat = data.pop("qat", None)
+    if qat is None:
+        return data
+    if not isinstance(qat, dict):
+        raise ConfigError("qat must be a mapping", tip="keys: recipes, epochs, learning_rate, schemes")
+    unknown = set(qat) - {"recipes", "epochs", "learning_rate", "schemes"}
+    if unknown:
+        name = sorted(unknown)[0]
+        hint = did_you_mean(name, ["recipes", "epochs", "learning_rate", "schemes"])
+        raise ConfigError(f"unknown config key {'qat.' + name!r}{hint}",
+                          tip="valid keys here: recipes, epochs, learning_rate, schemes")
+    from quantbench.techniques.transforms import TRANSFORMS
+
+    transforms = TRANSFORMS.parse_list(data.get("transforms") or [])
+    if qat.get("recipes") is not None:
+        recipes = qat["recipes"]
+        recipes = [r for r in recipes.split(",") if r.strip()] if isinstance(recipes, str) else recipes
+        transforms = [t for t in transforms if t.name != "qat"]
+        transforms += [TRANSFORMS.spec("qat", recipe=str(r).strip()) for r in recipes]
+    settings = {k: qat[k] for k in ("epochs", "learning_rate") if qat.get(k) is not None}
+    if settings:
+        transforms = [TRANSFORMS.spec(t.name, **{**t.params, **settings}) if t.name == "qat" else t
+                      for t in transforms]  # fmt: skip
+    data["transforms"] = transforms
+    if qat.get("schemes") is not None:
+        data["convert"] = {**(data.get("convert") or {}), "transform_schemes": qat["schemes"]}
+    return data
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -342,3 +397,61 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+def for_resume(run_dir: str | Path, overrides: dict[str, Any] | None = None,
+               config_file: str | Path | None = None) -> RunConfig:  # fmt: skip
+    """The config of the run in `run_dir`, to resume it. Flags and a config file may repeat
+    what the run used; anything that differs is an error naming the key, since the finished
+    rows were measured under the run's own config."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a quantbench run directory (no config.yaml)",
+                          tip="pass the run directory a `run` or `quantize` created")  # fmt: skip
+    try:
+        stored = yaml.safe_load(path.read_text(encoding="utf-8"))
+        cfg = RunConfig.model_validate(stored)
+    except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0]}",
+                          tip="the run directory is damaged; start a new run") from None  # fmt: skip
+    asked = dict(overrides or {})
+    if config_file is not None:
+        for key, value in _flatten(read_config_file(config_file)).items():
+            asked.setdefault(key, value)
+    current = cfg.to_dict()
+    for key, value in asked.items():
+        if value is None:
+            continue
+        try:
+            wanted = RunConfig.model_validate(_deep_merge(current, unflatten({key: value}))).to_dict()
+        except ValidationError as e:
+            raise _describe(e, RunConfig) from None
+        differences = _differences(current, wanted)
+        if differences:
+            where, old, new = differences[0]
+            raise ConfigError(
+                f"{run_dir} was run with {where}={old!r}; this command asks for {new!r}",
+                tip="resume without that setting (the run's own config is used), or start a "
+                "new run without --resume",
+            )
+    return cfg
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in ("qat",):
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in list(dict.fromkeys([*a, *b])):
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from quantbench import console
 from quantbench.config import RunConfig
 from quantbench.data import Dataset, calibration_indices
 from quantbench.model import HEAD_PREFIX, build_classifier
@@ -148,49 +147,58 @@ def freeze_quantized_base(qat_model) -> None:
         layer.trainable = name.startswith(HEAD_PREFIX)
 
 
-def recipe_settings(recipe: str, cfg: RunConfig) -> tuple[int, float]:
-    """(epochs, learning rate) of a recipe; cfg.qat.epochs/learning_rate override both recipes."""
-    r = RECIPES[recipe]
-    epochs = cfg.qat.epochs or (r.epochs if r.epochs is not None else cfg.train.epochs)
-    learning_rate = cfg.qat.learning_rate or cfg.train.learning_rate * r.learning_rate_factor
+def recipe_settings(params, cfg: RunConfig) -> tuple[int, float]:
+    """(epochs, learning rate) of a QAT transform's parameters; the recipe's defaults fill in."""
+    r = RECIPES[params.recipe]
+    epochs = params.epochs or (r.epochs if r.epochs is not None else cfg.train.epochs)
+    learning_rate = params.learning_rate or cfg.train.learning_rate * r.learning_rate_factor
     return epochs, learning_rate
 
 
-def train_qat(
-    recipe: str,
-    *,
-    float_model,
-    dataset: Dataset,
-    preprocessing: Preprocessing,
-    cfg: RunConfig,
-    repeat: int,
-    seed: int,
-) -> tuple[Any, TrainingResult]:
-    """Build and train the QAT model of `recipe`; returns it and its training record."""
-    from quantbench.train import fit, seed_everything
+def build_qat_model(params, *, float_model, job):
+    """The wrapped model a recipe trains, before any training step (and before the warm-up).
 
-    r = RECIPES[recipe]
-    epochs, learning_rate = recipe_settings(recipe, cfg)
-    console.step(f"QAT recipe {recipe!r} (seed {seed}, {epochs} epochs, lr {learning_rate:g})")
-    seed_everything(seed)
+    Also what the store loads cached QAT weights into: the same wrappers, the same variables."""
+    from quantbench.errors import ModelError
+
+    r = RECIPES[params.recipe]
     if r.from_trained:
         start = float_model
     else:
-        start = build_classifier(len(dataset.classes), cfg.model, cfg.data.image_size)
+        if not job.can_build_fresh:
+            raise ModelError(f"QAT recipe {params.recipe!r} builds a fresh model, which only "
+                             "`quantbench run` knows how to do",
+                             tip="use qat:recipe=finetune on your own model")  # fmt: skip
+        start = build_classifier(len(job.dataset.classes), job.cfg.model, job.cfg.data.image_size)
     qat_model = quantize(start)
-    if cfg.train.mode == "frozen_base":
+    if job.cfg.train.mode == "frozen_base":
         freeze_quantized_base(qat_model)
     if r.freeze_batch_norm:
         freeze_batch_norm(qat_model)  # first, so that the warm-up sees the same normalization
+    return qat_model
+
+
+def train_qat(params, *, float_model, job) -> tuple[Any, TrainingResult]:
+    """Build and train the QAT model of `params.recipe`; returns it and its training record."""
+    from quantbench.train import fit, seed_everything
+
+    r = RECIPES[params.recipe]
+    cfg, dataset = job.cfg, job.dataset
+    epochs, learning_rate = recipe_settings(params, cfg)
+    job.emit("step", f"QAT recipe {params.recipe!r} (seed {job.seed}, {epochs} epochs, "
+                     f"lr {learning_rate:g})")  # fmt: skip
+    seed_everything(job.seed)
+    qat_model = build_qat_model(params, float_model=float_model, job=job)
     if r.warm_up:
         picks = calibration_indices(len(dataset.train_images), WARM_UP_IMAGES, cfg.data.split_seed)
         count = warm_up_ranges(
-            qat_model, preprocessing.scale(dataset.train_images[picks]), cfg.train.batch_size
+            qat_model, job.preprocessing.scale(dataset.train_images[picks]), cfg.train.batch_size
         )
-        console.info(f"warmed up {count} activation ranges on {len(picks)} training images")
+        job.emit("info", f"warmed up {count} activation ranges on {len(picks)} training images")
     training = fit(
-        qat_model, dataset, preprocessing, cfg.train, seed=seed, name=f"qat_{recipe}",
-        recipe=recipe, repeat=repeat, learning_rate=learning_rate, epochs=epochs,
+        qat_model, dataset, job.preprocessing, cfg.train, seed=job.seed,
+        name=f"qat_{params.recipe}", recipe=params.recipe, repeat=job.repeat,
+        learning_rate=learning_rate, epochs=epochs, emit=job.emit,
     )  # fmt: skip
     return qat_model, training
 

@@ -18,6 +18,7 @@ This module is also the Python API: `quantbench.quantize(model, data=..., ...)`.
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from quantbench import console
+from quantbench.execute import BaseSource, silent
 from quantbench.config import REPORTING_FLAGS, RunConfig, flag_keys
 from quantbench.errors import ConfigError, ConversionError, DataError, ModelError
 
@@ -40,6 +41,7 @@ OPTIONS = flag_keys(
     "split_seed",
     "max_images_per_class",
     "schemes",
+    "transforms",
     "calibration_images",
     "threads",
     "latency_runs",
@@ -53,15 +55,11 @@ OPTIONS = flag_keys(
 )
 
 
-def build_config(
+def quantize_overrides(
     model_path: str | Path | None, options: dict[str, Any], config_file: str | Path | None = None,
     assignments: dict[str, Any] | None = None,
-) -> tuple[RunConfig, bool]:  # fmt: skip
-    """The run's config from the default preset, a config file, and the options/flags.
-
-    Returns (config, image size given): the model's own input size wins unless the user
-    named one (then a mismatch is an error rather than a silent override).
-    """
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """(the dotted config keys the options set, the config file's contents)."""
     from quantbench import config as config_mod
 
     unknown = sorted(set(options) - set(OPTIONS))
@@ -84,8 +82,24 @@ def build_config(
         overrides["qat.recipes"] = ["finetune"]
         if overrides.get("convert.schemes"):  # --schemes picks the QAT model's schemes too
             overrides.setdefault("qat.schemes", overrides["convert.schemes"])
-    elif "recipes" not in (from_file.get("qat") or {}):
-        overrides["qat.recipes"] = []  # the default preset's QAT is `run`'s; here it is opt-in
+    elif "transforms" not in overrides and "transforms" not in from_file and \
+            "recipes" not in (from_file.get("qat") or {}):
+        overrides["transforms"] = []  # the default preset's QAT is `run`'s; here it is opt-in
+    return overrides, from_file
+
+
+def build_config(
+    model_path: str | Path | None, options: dict[str, Any], config_file: str | Path | None = None,
+    assignments: dict[str, Any] | None = None,
+) -> tuple[RunConfig, bool]:  # fmt: skip
+    """The run's config from the default preset, a config file, and the options/flags.
+
+    Returns (config, image size given): the model's own input size wins unless the user
+    named one (then a mismatch is an error rather than a silent override).
+    """
+    from quantbench import config as config_mod
+
+    overrides, from_file = quantize_overrides(model_path, options, config_file, assignments)
     cfg = config_mod.resolve("default", config_file, overrides)
     size_given = "data.image_size" in overrides or "image_size" in (from_file.get("data") or {})
     if cfg.data.dir is None:
@@ -93,7 +107,7 @@ def build_config(
             "quantize needs the photos to evaluate on",
             tip="pass --data DIR (one sub-folder of images per class)",
         )
-    if cfg.qat.recipes and cfg.quantize.eval_split == "all":
+    if cfg.transforms and cfg.quantize.eval_split == "all":
         raise ConfigError(
             "--qat-epochs trains on the training split, so --eval-split all would score "
             "images the QAT model was trained on",
@@ -229,7 +243,6 @@ def qat_model_of(model):
     probe = np.random.default_rng(0).uniform(-1, 1, (2, *model.input_shape[1:])).astype(np.float32)
     if not np.allclose(model.predict_on_batch(probe), flat.predict_on_batch(probe), atol=1e-4):
         raise ModelError(f"{limitation}; the flattened copy predicts differently", tip=tip)
-    console.info(f"flattened the nested model(s) {', '.join(nested)} for QAT")
     return flat
 
 
@@ -252,38 +265,70 @@ def preflight(cfg: RunConfig, model=None, size_given: bool = False):
     """Every check that needs no images: model, shapes, size, classes, QAT feasibility."""
     loaded, io = prepare_model(cfg, model, size_given)
     order = class_order(cfg, io.num_classes)
-    qat_model = None
-    if cfg.qat.recipes:
+    trainable = None
+    if cfg.transforms:
         if loaded.format == "savedmodel":
             raise ModelError(
-                "--qat-epochs needs a Keras model; a plain TF SavedModel cannot be trained here",
+                "--qat-epochs (and every transform) needs a Keras model; a plain TF SavedModel "
+                "cannot be trained here",
                 tip="pass the model as .keras or .h5 (or a Keras SavedModel)",
             )
-        qat_model = qat_model_of(loaded.model)
-        _check_qat_wraps(qat_model)
-    return loaded, io, order, qat_model
+        trainable = qat_model_of(loaded.model)
+        _check_qat_wraps(trainable)
+    return loaded, io, order, trainable
 
 
-def run_quantize(cfg: RunConfig, model=None, size_given: bool = False):
+class UserModel(BaseSource):
+    """`quantize`'s base model: the user's own, scored and converted as it is."""
+
+    label = "your model"
+    cacheable = False  # it is a file already; its key is its content
+    trains = False
+
+    def __init__(self, loaded, trainable):
+        self.loaded, self.trainable = loaded, trainable
+        self._key: str | None = None
+
+    def key_params(self, repeat: int) -> dict[str, Any]:
+        if self._key is None:
+            from quantbench.store import data_fingerprint
+
+            weights = self.loaded.model.get_weights()
+            config = json.dumps(self.loaded.model.get_config(), sort_keys=True, default=str)
+            self._key = data_fingerprint([*weights, np.frombuffer(config.encode(), np.uint8)])
+        return {"kind": "user", "model": self._key}
+
+    def produce(self, ctx, repeat: int):
+        return self.loaded.model, None
+
+    def for_transforms(self, model, ctx):
+        return _with_probabilities(self.trainable, ctx)
+
+    def describe_reference(self, row) -> None:
+        row.size_bytes = self.loaded.size_bytes
+
+
+def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
+                 resume_dir: Path | None = None, use_cache: bool = True, resources=None,
+                 emit=silent):  # fmt: skip
     """The `quantize` command: returns (RunResults, run directory)."""
     from quantbench import runner
     from quantbench.data import load_dataset
 
-    loaded, io, order, qat_model = preflight(cfg, model, size_given)
+    loaded, io, order, trainable = preflight(cfg, model, size_given)
     what = loaded.path or "the in-memory model"
-    console.step(
-        f"model {what}: {loaded.format}, {cfg.data.image_size} px input, {io.num_classes} classes; "
-        f"preprocessing {cfg.data.scaling}, {cfg.data.channel_order}"
-    )
-    console.step("reading images")
+    emit("step", f"model {what}: {loaded.format}, {cfg.data.image_size} px input, "
+                 f"{io.num_classes} classes; preprocessing {cfg.data.scaling}, {cfg.data.channel_order}")
+    emit("step", "reading images")
     dataset = reorder_classes(load_dataset(cfg.data), order)
     check = None
     if cfg.quantize.check:
+        emit("step", "checking the preprocessing (8 combinations)")
         check = run_check(cfg, loaded.model, dataset)
     if cfg.quantize.eval_split == "all":
         dataset = evaluate_on_all(dataset)
 
-    def evaluate_user_model(ctx, results) -> None:
+    def describe(ctx, results) -> None:
         results.extras["quantize"] = {
             "model": str(Path(loaded.path).resolve()) if loaded.path else None,
             "format": loaded.format, "image_size": cfg.data.image_size,
@@ -292,60 +337,32 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False):
         }  # fmt: skip
         if check is not None:
             results.extras["check"] = check.to_dict()
-        reference = runner._reference_row(ctx, loaded.model, "float", 0)
-        reference.size_bytes = loaded.size_bytes
-        results.variants.append(reference)
-        schemes = cfg.convert.scheme_names()
-        rows = runner.evaluate_source(ctx, results, loaded.model, "float", schemes)
+
+    def require_a_conversion(ctx, results) -> None:
+        rows = [r for r in results.rows(0) if r.kind == "tflite" and r.source == "float"]
         if rows and all(r.status == "failed" for r in rows):
             raise ConversionError(
                 f"the TF Lite converter cannot convert this model: {rows[0].error}",
                 tip="the model uses an op TF Lite has no kernel for; replace that layer with "
                 "standard ops (run with -v for details)",
             )
-        if qat_model is not None:
-            _qat(ctx, results, qat_model)
-        from quantbench import stats
 
-        stats.attach(results)  # the same summaries `run` stores, which the report reads
-
-    results, run_dir = runner.pipeline(cfg, "quantize", evaluate_user_model, dataset=dataset)
-    if results.training:
-        from quantbench.qat import training_table
-
-        console.out.print(training_table(results))
-    return results, run_dir
+    return runner.orchestrate(
+        cfg, "quantize", UserModel(loaded, trainable), dataset=dataset, resume_dir=resume_dir,
+        use_cache=use_cache, resources=resources, emit=emit, before=describe,
+        after=require_a_conversion,
+    )  # fmt: skip
 
 
 def run_check(cfg: RunConfig, model, dataset):
-    from quantbench.check import check_preprocessing, print_check, sample
-    from quantbench.runner import preprocessing_of
+    from quantbench.check import check_preprocessing, sample
+    from quantbench.preprocess import Preprocessing
 
     images = np.concatenate([dataset.train_images, dataset.val_images])
     labels = np.concatenate([dataset.train_labels, dataset.val_labels])
     images, labels = sample(images, labels, seed=cfg.data.split_seed)
-    console.step(f"checking the preprocessing on {len(images)} images (8 combinations)")
-    result = check_preprocessing(model, images, labels, len(dataset.classes), preprocessing_of(cfg))
-    print_check(result)
-    return result
-
-
-def _qat(ctx, results, flat_model) -> None:
-    from quantbench import results as results_mod
-    from quantbench import runner
-
-    from quantbench.qat import train_qat
-
-    cfg = ctx.cfg
-    qat_model, training = train_qat(
-        "finetune", float_model=_with_probabilities(flat_model, ctx), dataset=ctx.dataset,
-        preprocessing=runner.preprocessing_of(cfg), cfg=cfg, repeat=0, seed=cfg.train.seed,
-    )  # fmt: skip
-    results.training.append(training)
-    source = "qat_finetune"
-    results.variants.append(runner._reference_row(ctx, qat_model, source, 0))
-    results_mod.save(results, ctx.run_dir)
-    runner.evaluate_source(ctx, results, qat_model, source, list(cfg.qat.schemes))
+    preprocessing = Preprocessing(cfg.data.image_size, cfg.data.scaling, cfg.data.channel_order)
+    return check_preprocessing(model, images, labels, len(dataset.classes), preprocessing)
 
 
 def _with_probabilities(model, ctx):
@@ -356,7 +373,7 @@ def _with_probabilities(model, ctx):
     probe = model.predict_on_batch(ctx.val_inputs[:8])
     if np.all(probe >= -1e-6) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3):
         return model
-    console.info("the model outputs logits: adding a Softmax layer for QAT")
+    ctx.emit("info", "the model outputs logits: adding a Softmax layer for QAT")
     return keras.Model(model.input, keras.layers.Softmax(name="qat_softmax")(model.output))
 
 

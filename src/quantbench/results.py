@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from quantbench import atomic
 from quantbench.errors import QuantbenchError
+from quantbench.plan import VariantSpec
 
-RESULTS_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 2  # 2: every variant carries its spec and id; typed extras
 RESULTS_FILE = "results.json"
 CSV_FILE = "results.csv"
 
@@ -97,8 +98,10 @@ class LatencyResult(_Model):
 
 
 class VariantResult(_Model):
-    variant: str  # unique row name, e.g. "int8" or "qat_int8"
-    source: str = "float"  # which trained model it comes from: "float", "qat_finetune", "user"
+    id: str | None = None  # the spec's stable hash (plan.VariantSpec.id); None in version 1
+    spec: VariantSpec | None = None  # what this variant is: transforms, conversion, repeat
+    variant: str  # unique row name, derived from the spec, e.g. "int8" or "qat_finetune_int8"
+    source: str = "float"  # which Keras model it comes from: "float", "qat_finetune", ...
     repeat: int = 0  # index of the training repeat (different seed) this row belongs to
     scheme: str | None = None  # None for the Keras reference row
     policy: str
@@ -119,6 +122,7 @@ class VariantResult(_Model):
     confusion: list[list[int]] = Field(default_factory=list)  # rows: true class, cols: predicted
     latency: list[LatencyResult] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)  # one-line explanations of surprises
+    reused: list[str] = Field(default_factory=list)  # stages taken from the store, not redone
 
     @property
     def ok(self) -> bool:
@@ -162,11 +166,42 @@ class Environment(_Model):
     numpy: str | None = None
 
 
+class Extras(_Model):
+    """Derived sections the report reads; each filled by the module named beside it."""
+
+    model_config = ConfigDict(extra="allow")  # sections of newer versions are kept
+
+    summary: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)  # stats
+    training_cost: list[dict[str, Any]] = Field(default_factory=list)  # stats
+    training_summary: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)  # stats
+    seed_figures: list[dict[str, Any]] = Field(default_factory=list)  # seed
+    seed_comparison: list[dict[str, Any]] = Field(default_factory=list)  # seed
+    recommendation: dict[str, Any] | None = None  # recommend.Recommendation
+    quantize: dict[str, Any] | None = None  # quantize: the user's model and split
+    check: dict[str, Any] | None = None  # check: the preprocessing check
+
+    # Mapping access, so sections read like the dict they were in version 1.
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None)
+        return default if value is None or value == {} or value == [] else value
+
+    def __getitem__(self, key: str) -> Any:
+        if not hasattr(self, key):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+
 class RunResults(_Model):
     schema_version: int = RESULTS_SCHEMA_VERSION
     name: str
     command: str = "run"
-    status: Literal["running", "complete", "failed"] = "running"
+    status: Literal["running", "complete", "failed", "interrupted"] = "running"
     created: str
     finished: str | None = None
     total_seconds: float | None = None
@@ -175,7 +210,8 @@ class RunResults(_Model):
     data: DataSummary | None = None
     training: list[TrainingResult] = Field(default_factory=list)
     variants: list[VariantResult] = Field(default_factory=list)
-    extras: dict[str, Any] = Field(default_factory=dict)  # later features' sections
+    extras: Extras = Field(default_factory=Extras)
+    resumed: list[str] = Field(default_factory=list)  # when `--resume` continued this run
 
     def variant(self, name: str, repeat: int = 0) -> VariantResult | None:
         return next((v for v in self.variants if v.variant == name and v.repeat == repeat), None)
@@ -217,6 +253,9 @@ def load(run_dir_or_file: str | Path) -> RunResults:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise QuantbenchError(f"cannot read {path}: {e}", tip="the file is damaged; re-run") from e
+    if not isinstance(raw, dict):
+        raise QuantbenchError(f"{path} does not hold a results object (found a JSON "
+                              f"{type(raw).__name__})", tip="pass a results.json written by quantbench")
     version = raw.get("schema_version")
     if not isinstance(version, int) or version > RESULTS_SCHEMA_VERSION:
         raise QuantbenchError(
@@ -224,7 +263,48 @@ def load(run_dir_or_file: str | Path) -> RunResults:
             f"{RESULTS_SCHEMA_VERSION}",
             tip="upgrade quantbench to read it",
         )
-    return RunResults.model_validate(raw)
+    if version < 2:
+        raw = {**_upgrade_v1(raw), "schema_version": RESULTS_SCHEMA_VERSION}
+    try:
+        return RunResults.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise QuantbenchError(f"{path} is not a valid results file: {where}: {first['msg']}",
+                              tip="the file is damaged or was not written by quantbench") from None
+
+
+def _upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 rows named their model by `source` and `scheme`; give each its spec."""
+    from quantbench.techniques.conversions import CONVERSIONS
+    from quantbench.techniques.transforms import TRANSFORMS
+
+    variants = raw.get("variants")
+    if not isinstance(variants, list):
+        return raw
+    for row in variants:
+        if not isinstance(row, dict) or row.get("spec") is not None:
+            continue
+        source = row.get("source") or "float"
+        transforms = []
+        if source.startswith("qat_"):
+            recipe = source.removeprefix("qat_")
+            try:
+                transforms.append(TRANSFORMS.spec("qat", recipe=recipe))
+            except QuantbenchError:
+                continue  # an unknown recipe: the row keeps its name, without a spec
+        scheme = row.get("scheme")
+        conversion = None
+        if scheme and row.get("kind", "tflite") == "tflite":
+            try:
+                conversion = CONVERSIONS.spec(scheme)
+            except QuantbenchError:
+                continue
+        spec = VariantSpec(transforms=tuple(transforms), conversion=conversion,
+                           repeat=int(row.get("repeat") or 0))  # fmt: skip
+        row["spec"] = spec.model_dump(mode="json")
+        row["id"] = spec.id
+    return raw
 
 
 CSV_COLUMNS = [

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 
-from quantbench import console
 from quantbench.config import TrainConfig
 from quantbench.data import Dataset
 from quantbench.preprocess import Preprocessing
@@ -50,7 +49,7 @@ def make_optimizer(cfg: TrainConfig, learning_rate: float | None = None):
     }[cfg.optimizer]()
 
 
-def _epoch_logger(total_epochs: int, records: list[EpochRecord]):
+def _epoch_logger(total_epochs: int, records: list[EpochRecord], emit):
     import tf_keras as keras
 
     class EpochLogger(keras.callbacks.Callback):
@@ -69,7 +68,8 @@ def _epoch_logger(total_epochs: int, records: list[EpochRecord]):
             )
             records.append(record)
             val = f", val accuracy {record.val_accuracy:.1%}" if record.val_accuracy is not None else ""
-            console.info(
+            emit(
+                "info",
                 f"epoch {record.epoch}/{total_epochs}: loss {record.loss:.3f}, "
                 f"accuracy {record.accuracy:.1%}{val} ({record.seconds:.1f} s)"
             )
@@ -90,6 +90,7 @@ def fit(
     learning_rate: float | None = None,
     epochs: int | None = None,
     callbacks: list | None = None,
+    emit=lambda level, text: None,
 ) -> TrainingResult:
     """Compile and fit `model`; returns its per-epoch history and total wall-clock time."""
     import tf_keras as keras
@@ -110,7 +111,7 @@ def fit(
             ),
             epochs=epochs,
             verbose=0,
-            callbacks=[_epoch_logger(epochs, records), *(callbacks or [])],
+            callbacks=[_epoch_logger(epochs, records, emit), *(callbacks or [])],
         )
     return TrainingResult(
         name=name,

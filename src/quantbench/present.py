@@ -1,0 +1,75 @@
+"""Presentation: events in, terminal text out. Only the CLI calls this module.
+
+The library reports progress as `(level, text)` events and returns typed results; this module
+turns the events into log lines on stderr and the results into the tables on stdout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+
+from quantbench import console
+from quantbench.results import RunResults
+
+
+def show_event(level: str, text: str) -> None:
+    """The CLI's event sink. Event texts hold user strings (paths, class names): never markup."""
+    if level == "step":
+        console.err.print(f"[bold cyan]>[/] {escape(text)}", highlight=False)
+    elif level == "warn":
+        console.err.print(f"[yellow]WARNING[/] {escape(text)}", highlight=False)
+    else:
+        console.err.print(f"  {escape(text)}", highlight=False)
+
+
+def show_run(results: RunResults, run_dir: Path, command: str) -> None:
+    """What a finished run prints: the table, notes, training cost, the seed's claims, the
+    preprocessing check, the recommendation, and where everything is."""
+    from quantbench.recommend import Recommendation, print_recommendation
+    from quantbench.table import print_results
+
+    print_results(results)
+    if results.training:
+        from quantbench.qat import training_table
+
+        console.out.print(training_table(results))
+    if command == "run":
+        from quantbench import seed as seed_report
+
+        seed_report.print_comparison(results)
+    if results.extras.get("check"):
+        from quantbench.check import CheckResult, check_table
+
+        check = CheckResult.from_dict(results.extras["check"])
+        console.out.print(check_table(check))
+        if not check.warnings:
+            show_event("info", "no alternative scores significantly better than the declared "
+                               "preprocessing")  # fmt: skip
+    if results.extras.get("recommendation"):
+        print_recommendation(Recommendation.model_validate(results.extras["recommendation"]))
+    report = run_dir / "report.html"
+    if report.exists():
+        console.out.print(f"report: {report}", highlight=False, soft_wrap=True, markup=False)
+    console.out.print(f"\nrun directory: {run_dir}", highlight=False, soft_wrap=True, markup=False)
+
+
+def show_techniques() -> None:
+    """Both registries, one line per entry, with each entry's parameters."""
+    from rich.table import Table
+
+    from quantbench.techniques.conversions import CONVERSIONS
+    from quantbench.techniques.transforms import TRANSFORMS
+
+    for registry, title in ((CONVERSIONS, "conversions (--schemes)"),
+                            (TRANSFORMS, "model transforms (--transforms)")):  # fmt: skip
+        table = Table(title=title, box=None, pad_edge=False, header_style="bold",
+                      title_justify="left")  # fmt: skip
+        for column in ("name", "default", "parameters", "what it does"):
+            table.add_column(column)
+        for entry in registry:
+            table.add_row(entry.name, "yes" if entry.default else "no",
+                          entry.param_help() or "-", getattr(entry, "description", ""))  # fmt: skip
+        console.out.print(table)
+        console.out.print()
