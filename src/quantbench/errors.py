@@ -32,3 +32,7 @@ class ConversionError(QuantbenchError):
 
 class DependencyError(QuantbenchError):
     """An optional dependency is not installed."""
+
+
+class StoreError(QuantbenchError):
+    """The machine cannot read or write the model cache (permissions, read-only, disk full)."""
