@@ -22,7 +22,7 @@ def test_overrides_win_over_file_and_preset(tmp_path):
     assert (cfg.name, cfg.train.epochs, cfg.train.learning_rate) == ("mine", 7, 0.001)
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("convert:\n  schemes: [int8, float16]\n")
-    assert config.resolve("default", yaml_file).convert.schemes == ["int8", "float16"]
+    assert config.resolve("default", yaml_file).convert.scheme_names() == ["int8", "float16"]
 
 
 @pytest.mark.parametrize(

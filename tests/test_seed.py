@@ -111,7 +111,7 @@ def test_attach_stores_json_ready_extras_and_prints(capsys):
     results = make_results(float_acc=[0.85, 0.86], dynamic_acc=[0.84, 0.85], qat_acc=[0.85, 0.86])
     stats.attach(results)
     seed.attach(results)
-    json.dumps(results.extras)
+    json.dumps(results.extras.model_dump(mode="json"))
     comparison = results.extras["seed_comparison"]
     assert [c["key"] for c in comparison] == ["a", "b", "c", "d"]
     assert all({"claim", "seed", "ours", "verdict", "reason"} <= set(c) for c in comparison)

@@ -203,6 +203,8 @@ class Executor:
                       "model": cfg.model.model_dump(mode="json")}  # fmt: skip
             parent_key = self.model(spec.parent).key
         key = store_key("model", params, parent=parent_key, data=self.ctx.data_key)
+        if (spec.parent is not None or self.base.cacheable) and self.ctx.store.get(key) is not None:
+            self.ctx.emit("step", f"{spec.name} model{_repeat(spec.repeat)}: cached")
         lazy = _LazyModel(key, lambda: self._load_or_train(spec, key))
         self.models[spec] = lazy
         return lazy
@@ -232,7 +234,7 @@ class Executor:
                     model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
                 training = cached.meta.get("training")
                 self._record_training(TrainingResult.model_validate(training) if training else None)
-                ctx.emit("step", f"{spec.name} model (repeat {repeat}): cached")
+                ctx.emit("info", f"loaded the cached {spec.name} model{_repeat(repeat)}")
                 self._materialize_model_file(spec, cached)
                 return model
         model, training = produce()
@@ -293,6 +295,10 @@ class Executor:
         self.ctx.reference_predictions[spec.repeat] = np.asarray(
             reference_record(self, spec, lazy)["predictions"]
         )
+
+
+def _repeat(repeat: int) -> str:
+    return f" (repeat {repeat})" if repeat else ""
 
 
 def keep_for_resume(results: RunResults) -> None:

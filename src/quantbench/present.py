@@ -49,6 +49,10 @@ def show_run(results: RunResults, run_dir: Path, command: str) -> None:
                                "preprocessing")  # fmt: skip
     if results.extras.get("recommendation"):
         print_recommendation(Recommendation.model_validate(results.extras["recommendation"]))
+    tracked = results.extras.get("tracked")
+    if tracked:
+        console.out.print(f"tracked in {tracked['backend']}: {tracked['where']}", highlight=False,
+                          soft_wrap=True, markup=False)  # fmt: skip
     report = run_dir / "report.html"
     if report.exists():
         console.out.print(f"report: {report}", highlight=False, soft_wrap=True, markup=False)

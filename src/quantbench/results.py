@@ -179,6 +179,7 @@ class Extras(_Model):
     recommendation: dict[str, Any] | None = None  # recommend.Recommendation
     quantize: dict[str, Any] | None = None  # quantize: the user's model and split
     check: dict[str, Any] | None = None  # check: the preprocessing check
+    tracked: dict[str, str] | None = None  # tracking: {backend, where} the run was logged
 
     # Mapping access, so sections read like the dict they were in version 1.
     def get(self, key: str, default: Any = None) -> Any:

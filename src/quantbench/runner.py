@@ -23,6 +23,7 @@ from quantbench.execute import BaseSource, Context, Emit, Executor, Resources, k
 from quantbench.results import RunResults
 
 CONFIG_FILE = "config.yaml"
+PRIVATE_STORE = ".store"  # a --no-cache run's own store, which --resume reads
 
 
 def _now() -> str:
@@ -104,10 +105,12 @@ def write_report(results: RunResults, run_dir: Path, emit: Emit = silent) -> Pat
 
 def open_store(cfg: RunConfig, run_dir: Path, use_cache: bool):
     """The shared cache, or with `use_cache=False` one private to the run directory (so a
-    resume still finds the run's own models, and nothing is shared with other runs)."""
+    resume still finds the run's own models, and nothing is shared with other runs). A run
+    that has a private store keeps using it when resumed."""
     from quantbench.store import Store, default_root
 
-    return Store(default_root() if use_cache else run_dir / ".store")
+    private = run_dir / PRIVATE_STORE
+    return Store(private if not use_cache or private.is_dir() else default_root())
 
 
 def orchestrate(
@@ -165,7 +168,8 @@ def orchestrate(
     if cfg.track:
         from quantbench.tracking import log_run
 
-        emit("step", f"tracked in {cfg.track}: {log_run(results, run_dir, cfg.track)}")
+        results.extras["tracked"] = {"backend": cfg.track, "where": log_run(results, run_dir, cfg.track)}
+        results_mod.save(results, run_dir)
     return results, run_dir
 
 

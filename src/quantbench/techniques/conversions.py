@@ -49,7 +49,7 @@ class Scheme(Technique):
             converter.inference_output_type = tf.int8
 
 
-CONVERSIONS: Registry[Scheme] = Registry("conversion", "--schemes", [
+CONVERSIONS: Registry[Scheme] = Registry("scheme", "--schemes", [
     Scheme("float32", "float32 model, converted without optimization", policy="None"),
     Scheme("dynamic_range",
            "int8 weights, float activations quantized on the fly (post-training dynamic range)",
