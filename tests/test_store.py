@@ -209,7 +209,7 @@ def test_second_put_of_a_key_returns_the_first(store):
 def _put_many(root: str, writer: int, barrier, results) -> None:
     store = Store(root)
     for n in range(25):
-        barrier.wait()
+        barrier.wait(timeout=60)  # both writers start each key together
         payload = f"writer {writer} key {n}".encode() * 20000  # ~300 kB, a slow-ish write
         entry = store.put(key(n), "train", {"m.bin": payload}, {"writer": writer})
         results.put((writer, n, entry.meta["writer"], entry.path("m.bin").read_bytes()[:12]))
@@ -218,14 +218,21 @@ def _put_many(root: str, writer: int, barrier, results) -> None:
 def test_concurrent_puts_of_the_same_keys(store):
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
-    workers = [ctx.Process(target=_put_many, args=(str(store.root), w, barrier, results))
-               for w in (0, 1)]  # fmt: skip
+    workers = [ctx.Process(target=_put_many, args=(str(store.root), w, barrier, results),
+                           daemon=True) for w in (0, 1)]  # fmt: skip
     for w in workers:
         w.start()
-    got = [results.get(timeout=120) for _ in range(50)]
-    for w in workers:
-        w.join(timeout=60)
-        assert w.exitcode == 0
+    try:
+        deadline = time.monotonic() + 120
+        while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
+            if any(w.exitcode for w in workers):
+                break  # a writer raised: fail now, not when the other's barrier times out
+            time.sleep(0.1)
+        assert [w.exitcode for w in workers] == [0, 0]
+        got = [results.get(timeout=10) for _ in range(50)]
+    finally:
+        for w in workers:
+            w.kill()
     for n in range(25):
         entry = store.get(key(n))
         assert entry is not None
