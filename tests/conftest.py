@@ -26,6 +26,14 @@ def _require_or_skip(path: Path, what: str) -> Path:
     pytest.skip(message)
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own empty model cache, so no test reuses another's models."""
+    root = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(root))
+    return root
+
+
 @pytest.fixture(scope="session")
 def flowers_dir() -> Path:
     """The real tf_flowers photos (read-only)."""

@@ -100,7 +100,7 @@ def test_corrupt_jpeg_among_good_ones_is_skipped_and_counted(tmp_path):
     assert "skipped dogs/corrupt.jpg" in done.stderr
     run_dir = next((tmp_path / "runs").iterdir())
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "complete" and results["schema_version"] == 1
+    assert results["status"] == "complete" and results["schema_version"] == 2
     assert [s["path"] for s in results["data"]["skipped"]] == ["dogs/corrupt.jpg"]
     assert [v["variant"] for v in results["variants"]] == ["keras_float", "float32", "int8_io"]
     assert all(v["accuracy"] is not None for v in results["variants"])

@@ -207,7 +207,8 @@ def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...]
     overrides = dict(config_mod.parse_assignment(text) for text in assignments)
     if resume is not None:
         # The run's own config, checked against what this command asks for.
-        asked, _ = quantize_mod.quantize_overrides(model, flags, config_file, overrides)
+        asked, _ = quantize_mod.quantize_overrides(model, flags, config_file, overrides,
+                                                   defaults=False)
         cfg, size_given = config_mod.for_resume(resume, asked), True
     else:
         cfg, size_given = quantize_mod.build_config(model, flags, config_file, overrides)

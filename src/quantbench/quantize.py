@@ -57,9 +57,11 @@ OPTIONS = flag_keys(
 
 def quantize_overrides(
     model_path: str | Path | None, options: dict[str, Any], config_file: str | Path | None = None,
-    assignments: dict[str, Any] | None = None,
+    assignments: dict[str, Any] | None = None, *, defaults: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """(the dotted config keys the options set, the config file's contents)."""
+    """(the dotted config keys the options set, the config file's contents). With
+    `defaults=False`, only what the user asked for: not quantize's own defaults (the run name,
+    no transforms), which a resumed run takes from its config."""
     from quantbench import config as config_mod
 
     unknown = sorted(set(options) - set(OPTIONS))
@@ -75,14 +77,14 @@ def quantize_overrides(
     from_file = config_mod.read_config_file(config_file) if config_file else {}
     if model_path is not None:
         overrides["quantize.model"] = str(model_path)
-    if "name" not in from_file:
+    if "name" not in from_file and defaults:
         stem = Path(model_path).stem if model_path is not None else ""
         overrides.setdefault("name", f"quantize-{stem}" if stem else "quantize")
     if overrides.get("qat.epochs"):
         overrides["qat.recipes"] = ["finetune"]
         if overrides.get("convert.schemes"):  # --schemes picks the QAT model's schemes too
             overrides.setdefault("qat.schemes", overrides["convert.schemes"])
-    elif "transforms" not in overrides and "transforms" not in from_file and \
+    elif defaults and "transforms" not in overrides and "transforms" not in from_file and \
             "recipes" not in (from_file.get("qat") or {}):
         overrides["transforms"] = []  # the default preset's QAT is `run`'s; here it is opt-in
     return overrides, from_file

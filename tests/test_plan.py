@@ -1,0 +1,131 @@
+"""Technique registries, variant specs and the plan: identity is data, names derive from it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from quantbench import config, results as results_mod
+from quantbench.errors import ConfigError
+from quantbench.plan import ModelSpec, VariantSpec, models_of, plan
+from quantbench.techniques.conversions import CONVERSIONS
+from quantbench.techniques.transforms import TRANSFORMS
+
+REGISTRIES = [CONVERSIONS, TRANSFORMS]
+ENTRIES = [(r, e.name) for r in REGISTRIES for e in r]
+
+
+@pytest.mark.parametrize(("registry", "name"), ENTRIES, ids=[n for _, n in ENTRIES])
+def test_every_entry_parses_round_trips_and_lists_its_parameters(registry, name):
+    entry = registry.get(name)
+    spec = registry.parse(name)
+    assert spec.name == name
+    # Defaults are filled in: the bare name and its spelled-out form are one identity.
+    assert registry.parse(spec.text()) == spec
+    assert registry.coerce(spec.model_dump()) == spec
+    assert set(spec.params) == set(entry.params.model_fields)
+    assert entry.description
+    for key in entry.params.model_fields:
+        assert key in entry.param_help()
+
+
+@pytest.mark.parametrize("registry", REGISTRIES, ids=lambda r: r.kind)
+def test_unknown_names_and_parameters_get_a_did_you_mean(registry):
+    name = registry.names()[0]
+    with pytest.raises(ConfigError) as info:
+        registry.parse(name[:-1] + "x" if len(name) > 3 else name + "x")
+    assert "did you mean" in info.value.message and registry.flag in info.value.tip
+    with pytest.raises(ConfigError) as info:
+        registry.parse(f"{name}:no_such_parameter=1")
+    assert "no_such_parameter" in info.value.message
+
+
+def test_parameters_are_typed_and_validated():
+    spec = TRANSFORMS.parse("qat:recipe=finetune:epochs=3:learning_rate=1e-5")
+    assert spec.params == {"recipe": "finetune", "epochs": 3, "learning_rate": 1e-5}
+    with pytest.raises(ConfigError) as info:
+        TRANSFORMS.parse("qat:recipe=nonsense")
+    assert "qat:recipe" in info.value.message
+    with pytest.raises(ConfigError):
+        TRANSFORMS.parse("qat:epochs")  # no '='
+
+
+def test_variant_ids_are_stable_and_names_derive_from_the_spec():
+    qat = TRANSFORMS.spec("qat")
+    spec = VariantSpec(transforms=(qat,), conversion=CONVERSIONS.spec("int8"))
+    assert spec.name == "qat_finetune_int8" and spec.source == "qat_finetune"
+    assert VariantSpec(conversion=CONVERSIONS.spec("int8")).name == "int8"
+    assert VariantSpec().name == "keras_float"
+    assert VariantSpec(transforms=(qat,)).name == "keras_qat_finetune"
+    # The id is a hash of the spec: equal specs, equal ids; any change, another id.
+    again = VariantSpec.model_validate(json.loads(spec.model_dump_json()))
+    assert again.id == spec.id and len(spec.id) == 16
+    assert VariantSpec(transforms=(qat,), conversion=CONVERSIONS.spec("int8"), repeat=1).id != spec.id
+    other = VariantSpec(transforms=(TRANSFORMS.spec("qat", epochs=3),), conversion=CONVERSIONS.spec("int8"))
+    assert other.id != spec.id and other.name == spec.name
+    # Pinned: the same spec hashes the same in every version (ids name cached products).
+    assert VariantSpec(conversion=CONVERSIONS.spec("float32")).id == "26c6070b19f97760"
+
+
+def test_plan_of_the_default_preset():
+    cfg = config.resolve("default")
+    specs = plan(cfg)
+    names = [s.name for s in specs]
+    assert names[:7] == ["keras_float", "float32", "dynamic_range", "float16", "int8", "int8_io",
+                         "int16x8"]  # fmt: skip
+    assert names[7] == "keras_qat_finetune"
+    assert "qat_finetune_optimize_for_size" in names
+    assert len({s.id for s in specs}) == len(specs)
+    models = models_of(specs)
+    assert models == [ModelSpec(), ModelSpec(transforms=(TRANSFORMS.spec("qat"),))]
+    assert [s.repeat for s in plan(config.resolve("default", overrides={"repeats": 2}))].count(1) == len(specs)
+
+
+def test_legacy_qat_section_and_flags_become_transforms(tmp_path):
+    by_flag = config.resolve("default", overrides={"qat.recipes": ["seed"], "qat.epochs": 3})
+    assert by_flag.transforms == [TRANSFORMS.spec("qat", recipe="seed", epochs=3)]
+    by_text = config.resolve("default", overrides={"transforms": "qat:recipe=seed:epochs=3"})
+    assert by_text.transforms == by_flag.transforms
+    assert config.resolve("default", overrides={"transforms": ""}).transforms == []
+    # A version-1 config file (a `qat` section) still reads, as the same config.
+    old = tmp_path / "old.yaml"
+    old.write_text("schema_version: 1\nqat: {recipes: [seed], epochs: 3, schemes: [int8]}\n")
+    cfg = config.resolve("default", old)
+    assert cfg.transforms == by_flag.transforms
+    assert [s.name for s in cfg.convert.transform_schemes] == ["int8"]
+    assert cfg.schema_version == config.CONFIG_SCHEMA_VERSION
+    # Its dump reads back as itself.
+    assert config.RunConfig.model_validate(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError) as info:
+        config.resolve("default", overrides={"qat.recipe": ["seed"]})
+    assert "did you mean 'recipes'" in info.value.message
+
+
+def test_version_1_results_read_with_specs(tmp_path):
+    from tests.fixtures_results import make_results
+
+    raw = json.loads(make_results().model_dump_json())
+    raw["schema_version"] = 1
+    for row in raw["variants"]:
+        row.pop("spec"), row.pop("id"), row.pop("reused")
+    (tmp_path / "results.json").write_text(json.dumps(raw))
+    loaded = results_mod.load(tmp_path)
+    assert loaded.schema_version == results_mod.RESULTS_SCHEMA_VERSION
+    for row in loaded.variants:
+        assert row.spec is not None and row.spec.name == row.variant, row.variant
+        assert row.id == row.spec.id
+
+
+def test_results_files_that_are_not_results_are_one_clear_error(tmp_path):
+    from quantbench.errors import QuantbenchError
+
+    (tmp_path / "results.json").write_text("[1, 2]")
+    with pytest.raises(QuantbenchError) as info:
+        results_mod.load(tmp_path)
+    assert "JSON list" in info.value.message
+    (tmp_path / "results.json").write_text('{"schema_version": 2, "name": "x", "created": "now", '
+                                           '"variants": 3}')  # fmt: skip
+    with pytest.raises(QuantbenchError) as info:
+        results_mod.load(tmp_path)
+    assert "variants" in info.value.message and "\n" not in info.value.message
