@@ -26,8 +26,9 @@ class Scheme(Technique):
     ops: OpsSet = "builtins"
     io_dtype: Literal["float32", "int8"] = "float32"
 
-    def configure(self, converter: Any, params: Params, representative_dataset: Callable | None) -> None:
-        """Set this conversion's options on a `tf.lite.TFLiteConverter`."""
+    def configure(self, converter: Any, representative_dataset: Callable | None,
+                  params: Params | None = None) -> None:
+        """Set this conversion's options (with its parameters) on a `tf.lite.TFLiteConverter`."""
         import tensorflow as tf
 
         if self.optimization:
