@@ -98,6 +98,8 @@ def _measure(ctx: EvalContext, row: VariantResult, path: Path) -> None:
     scores = score(predictions, ctx.dataset.val_labels, ctx.dataset.classes, ctx.reference_predictions)
     row.accuracy, row.agreement = scores.accuracy, scores.agreement
     row.per_class_accuracy, row.confusion = scores.per_class_accuracy, scores.confusion
+    for key, value in scores.uncertainty().items():  # intervals, paired test, top-1 per photo
+        setattr(row, key, value)
     row.eval_images = len(ctx.val_inputs)
     row.latency = latency.measure_all(
         path,
@@ -140,7 +142,8 @@ def evaluate_source(
                 # dumped dicts would replace the LatencyResult objects.
                 copied = twin.model_copy(deep=True)
                 measured = {k: getattr(copied, k) for k in ("accuracy", "agreement", "eval_images",
-                    "per_class_accuracy", "confusion", "latency", "input_dtype", "output_dtype")}  # fmt: skip
+                    "per_class_accuracy", "confusion", "latency", "input_dtype", "output_dtype",
+                    "accuracy_ci", "agreement_ci", "vs_reference", "predictions")}  # fmt: skip
                 row = row.model_copy(update={**measured, "status": "identical",
                                              "identical_to": twin.variant})  # fmt: skip
                 row.notes.append(f"the same model as {twin.variant}: the scheme had no effect (the "
@@ -183,7 +186,7 @@ def _reference_row(ctx: EvalContext, model, source: str, repeat: int) -> Variant
         variant=f"keras_{source}", source=source, policy="Keras (reference)", kind="keras",
         repeat=repeat, accuracy=scores.accuracy, agreement=scores.agreement,
         per_class_accuracy=scores.per_class_accuracy, confusion=scores.confusion,
-        eval_images=len(predictions), eval_seconds=seconds,
+        eval_images=len(predictions), eval_seconds=seconds, **scores.uncertainty(),
     )  # fmt: skip
 
 
