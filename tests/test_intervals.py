@@ -211,3 +211,66 @@ def test_csv_has_the_intervals():
     int8 = dict(zip(header.split(","), next(r for r in rows if r.startswith("int8")).split(",")))
     assert float(int8["mcnemar_p"]) == pytest.approx(2 / 2**8)
     assert float(int8["accuracy_ci_low"]) < float(int8["accuracy"]) < float(int8["accuracy_ci_high"])
+
+
+# --- where the intervals are shown -----------------------------------------------------------
+
+
+def test_report_and_table_show_photo_intervals_for_a_single_run():
+    from quantbench.report import render
+    from quantbench.table import results_table, uncertainty_lines
+    from tests.fixtures_results import make_results
+
+    results = make_results(photos=True)
+    html = render(results)
+    charts = html.split('id="tradeoffs"')[1]
+    assert charts.count('<line class="ci"') >= 5  # an error bar per ok TF Lite variant
+    assert "95% CI over photos" in html and "McNemar p" in html
+    assert "no confidence intervals" not in html
+    int8 = results.variant("int8")
+    low, high = (100 * x for x in int8.vs_reference.ci)
+    assert f"[{low:+.1f}, {high:+.1f}] p={int8.vs_reference.p_value:.2g}" in html
+
+    from rich.console import Console
+
+    console = Console(width=250, record=True)
+    console.print(results_table(results))
+    text = console.export_text()
+    half = (int8.accuracy_ci[1] - int8.accuracy_ci[0]) * 50
+    assert f"{int8.accuracy * 100:.1f} ±{half:.1f}" in text
+    assert f"{100 * int8.vs_reference.difference:+.1f} [{low:+.1f},{high:+.1f}]" in text
+    assert "Wilson" in uncertainty_lines(results)[0]
+
+
+def test_repeats_report_both_sources_of_variation():
+    from quantbench.stats import summarize
+    from quantbench.table import uncertainty_lines
+    from tests.fixtures_results import make_results
+
+    results = make_results(repeats=3, photos=True)
+    acc = summarize(results)["int8"]["accuracy"]
+    # jitter of 0.4 points between training runs vs ~1.5 points of photo sampling error
+    assert acc["std"] == pytest.approx(0.004)
+    assert acc["image_std"] == pytest.approx(math.sqrt(0.857 * 0.143 / 550), rel=0.02)
+    assert acc["dominant"] == "photos"
+    assert acc["image_ci_low"] < acc["mean"] < acc["image_ci_high"]
+    assert any("int8: accuracy sd 0.40 pts across 3 training runs" in line and
+               "the photos dominate" in line for line in uncertainty_lines(results))  # fmt: skip
+    # a run whose training varies more than its photos says so
+    for row in results.variants:
+        if row.variant == "int8":
+            row.accuracy -= 0.03 * row.repeat
+    assert summarize(results)["int8"]["accuracy"]["dominant"] == "training"
+
+
+def test_recommendation_with_repeats_takes_the_wider_source():
+    from tests.fixtures_results import make_results
+
+    results = make_results(repeats=3, photos=True, failed=False)
+    b = intervals.drop_bound(results, "int8", "keras_float", "sure")
+    drops = [100 * (results.variant("keras_float", r).accuracy - results.variant("int8", r).accuracy)
+             for r in range(3)]  # fmt: skip
+    assert b.estimate == pytest.approx(sum(drops) / 3)
+    assert b.bound > b.estimate and "3 training runs and 550 photos" in b.how
+    assert "photos dominate" in b.how  # identical drops across runs: no training spread
+    assert intervals.drop_bound(results, "int8", "keras_float", "estimate").bound is None
