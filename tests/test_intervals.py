@@ -274,3 +274,26 @@ def test_recommendation_with_repeats_takes_the_wider_source():
     assert b.bound > b.estimate and "3 training runs and 550 photos" in b.how
     assert "photos dominate" in b.how  # identical drops across runs: no training spread
     assert intervals.drop_bound(results, "int8", "keras_float", "estimate").bound is None
+
+
+def test_compare_pairs_runs_only_when_they_scored_the_same_photos(tmp_path):
+    from quantbench.report.compare import render as render_comparison
+    from quantbench.report.compare import same_photos
+    from tests.fixtures_results import make_results
+
+    a, b = make_results(name="a", photos=True), make_results(name="b", photos=True)
+    for run in (a, b):
+        run.data.eval_digest = "same"
+    row = b.variant("int8")
+    row.predictions = encode_classes(np.arange(550) % 5)  # b's int8 is right on every photo
+    assert same_photos(a, b)
+    html = render_comparison([(a, tmp_path / "a"), (b, tmp_path / "b")])
+    paired = html.split('id="paired"')[1]
+    expected = intervals.paired_rows(b, row, a.variant("int8"))
+    assert expected.gained > 0 and expected.lost == 0
+    assert f"{expected.gained} gained, 0 lost" in paired and "p=" in paired
+    assert "[" in html.split('id="variants"')[1]  # accuracies carry their intervals
+
+    b.data.eval_digest = "other photos"
+    html = render_comparison([(a, tmp_path / "a"), (b, tmp_path / "b")])
+    assert "a paired comparison is not possible" in html
