@@ -302,6 +302,8 @@ def _pct(d: dict[str, Any] | None) -> str:
     text = f"{100 * d['mean']:.1f}"
     if d.get("ci_low") is not None:
         text += f" [{100 * d['ci_low']:.1f}, {100 * d['ci_high']:.1f}]"
+    elif d.get("image_ci_low") is not None:  # one run: the interval over the photos
+        text += f" [{100 * d['image_ci_low']:.1f}, {100 * d['image_ci_high']:.1f}] photos"
     return text
 
 
