@@ -87,7 +87,10 @@ def make_results(
     failed: bool = True,
     seed_comparison: bool = True,
     threads=(1, 2),
+    photos: bool = False,
 ) -> RunResults:
+    """photos=True adds what a run now stores per photo: top-1 predictions, the labels, and
+    from them each row's 95% intervals and paired comparison with keras_float."""
     classes = list(classes or FLOWERS)
     variants: list[VariantResult] = []
     training: list[TrainingResult] = []
@@ -159,6 +162,8 @@ def make_results(
                          duplicate_groups=2),
         training=training, variants=variants,
     )  # fmt: skip
+    if photos:
+        add_photos(results)
     if repeats > 1:
         from quantbench.stats import summarize
 
@@ -183,3 +188,30 @@ def make_run_dir(path: Path, results: RunResults | None = None) -> Path:
             target.write_bytes(b"TFL3" + v.variant.encode() * 8)
     results_mod.save(results, path)
     return path
+
+
+def add_photos(results: RunResults, n: int = 550) -> RunResults:
+    """Per-photo predictions matching each ok row's accuracy (the first round(acc * n) photos
+    right, shifted by the row's index so variants disagree on a few), then scored like a run."""
+    import numpy as np
+
+    from quantbench.evaluate import score
+    from quantbench.results import encode_classes
+
+    k = len(results.data.classes)
+    labels = np.arange(n) % k
+    results.data.eval_labels = encode_classes(labels)
+    for repeat in range(results.repeats):
+        reference = None
+        for i, v in enumerate(results.rows(repeat)):
+            if v.accuracy is None or v.status == "failed":
+                continue
+            right = np.roll(np.arange(n) < round(v.accuracy * n), 3 * i)
+            predicted = np.where(right, labels, (labels + 1) % k)
+            if reference is None:
+                reference = predicted
+            s = score(predicted, labels, results.data.classes, reference)
+            v.eval_images = n
+            for key, value in s.uncertainty().items():
+                setattr(v, key, value)
+    return results

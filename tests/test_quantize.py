@@ -66,11 +66,12 @@ def mobilenet_functional(num_classes=3, size=64):
 
 
 def _val_accuracy(model, photos: Path, size: int) -> float:
-    """The model's accuracy on load_dataset's validation split, computed independently."""
-    from quantbench.data import load_dataset
+    """The model's accuracy on the photos `quantize` scores by default (all but the seeded
+    calibration slice), computed independently."""
+    from quantbench.data import calibration_split, load_dataset
     from quantbench.preprocess import Preprocessing
 
-    data = load_dataset(DataConfig(dir=photos, image_size=size))
+    data = calibration_split(load_dataset(DataConfig(dir=photos, image_size=size)), 200, 42)
     predicted = model.predict(Preprocessing(size).scale(data.val_images), verbose=0).argmax(1)
     return float((predicted == data.val_labels).mean())
 
@@ -202,7 +203,9 @@ def test_real_flowers_model_from_quantbench_run(real_keras_home, flowers_dir, tm
     assert done.returncode == 0, done.stderr
     trained = next((tmp_path / "trained").iterdir())
     trained_results = json.loads((trained / "results.json").read_text())
+    # The model was trained on this folder's training split: score its validation split only.
     done = quantbench("quantize", str(trained / "model.keras"), "--scaling", "-1..1", "--check",
+                      "--eval-split", "validation",
                       "--schemes", "float32,int8", "--output-dir", str(tmp_path / "byo"),
                       *common, cwd=tmp_path, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,8 @@ from quantbench import seed, stats
 from quantbench.results import EpochRecord, RunResults, TrainingResult, VariantResult
 
 
-def make_results(float_acc, dynamic_acc, qat_acc, alias_acc=None, epoch_seconds=(10.0, 22.0)):
+def make_results(float_acc, dynamic_acc, qat_acc, alias_acc=None, epoch_seconds=(10.0, 22.0),
+                 eval_images=None):  # fmt: skip
     """Per repeat: float32, dynamic_range, a QAT recipe's DEFAULT and its two aliases.
 
     alias_acc None: the aliases are byte-identical to DEFAULT (status identical)."""
@@ -18,7 +19,8 @@ def make_results(float_acc, dynamic_acc, qat_acc, alias_acc=None, epoch_seconds=
     for repeat in range(len(float_acc)):
         def row(variant, source, acc, repeat=repeat, **kw):
             results.variants.append(VariantResult(variant=variant, source=source, repeat=repeat,
-                scheme=variant.rsplit("_", 1)[-1], policy="p", accuracy=acc, size_bytes=10**6, **kw))  # fmt: skip
+                scheme=variant.rsplit("_", 1)[-1], policy="p", accuracy=acc, size_bytes=10**6,
+                eval_images=eval_images, **kw))  # fmt: skip
 
         row("keras_float", "float", float_acc[repeat], kind="keras")
         row("float32", "float", float_acc[repeat])
@@ -92,12 +94,20 @@ def test_straddling_intervals_are_inconclusive():
     assert v["d"]["verdict"] == seed.UNSURE
 
 
-def test_a_single_repeat_is_decided_conservatively():
-    clear = make_results(float_acc=[0.85], dynamic_acc=[0.849], qat_acc=[0.86])
+def test_a_single_repeat_without_per_photo_data_is_judged_as_independent_samples():
+    clear = make_results(float_acc=[0.85], dynamic_acc=[0.849], qat_acc=[0.86], eval_images=551)
     v = verdicts(clear)
-    assert v["a"]["verdict"] == seed.FAILS  # a 0.1-point loss is far from 13 even +/- 3
-    assert v["b"]["verdict"] == seed.UNSURE  # +1 point is within the single-run margin
-    assert "single repeat" in v["b"]["reason"] and v["b"]["ours_value"]["n"] == 1
+    assert v["a"]["verdict"] == seed.FAILS  # a 0.1-point loss is far from 13 even unpaired
+    assert v["b"]["verdict"] == seed.UNSURE  # +1 point is within two independent intervals
+    assert "independent samples" in v["b"]["reason"] and v["b"]["ours_value"]["n"] == 1
+    low, high = v["b"]["ours_value"]["ci_low"], v["b"]["ours_value"]["ci_high"]
+    assert low < 0 < high and 7 < high - low < 9  # ~ +/-4 points at 551 photos
+
+
+def test_a_single_repeat_without_photo_counts_has_no_interval():
+    v = verdicts(make_results(float_acc=[0.85], dynamic_acc=[0.849], qat_acc=[0.86]))
+    assert v["a"]["verdict"] == v["b"]["verdict"] == seed.UNSURE
+    assert "no interval" in v["a"]["reason"]
 
 
 def test_missing_rows_are_inconclusive_not_dropped():

@@ -46,6 +46,9 @@ _RECOMMENDATION_OPTIONS = (
     click.option("--max-latency", type=float, help="Recommendation: max median latency in ms."),
     click.option("--objective", type=click.Choice(["size", "latency", "accuracy"]),
                  help="Recommendation: what to optimize among variants that fit."),
+    click.option("--confidence", type=click.Choice(["estimate", "likely", "sure"]),
+                 help="Recommendation: how sure the accuracy drop must be within budget: the "
+                 "measured drop, its one-sided 80% or 95% upper bound (default sure)."),
 )  # fmt: skip
 
 
@@ -173,8 +176,9 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
 @click.option("--schemes", help="Comma-separated conversions (default: all; see `quantbench "
               "techniques`).")
 @click.option("--transforms", help="Comma-separated model transforms, e.g. qat:recipe=finetune.")
-@click.option("--eval-split", type=click.Choice(["validation", "all"]),
-              help="Score the validation split (default) or every image in DIR.")
+@click.option("--eval-split", type=click.Choice(["rest", "validation", "all"]),
+              help="Score every photo but the calibration slice (rest, the default; with "
+              "--qat-epochs: validation), the validation split, or every photo.")
 @click.option("--check", is_flag=True, default=None,
               help="First score every scaling x channel order and warn if the declared one is off.")
 @click.option("--qat-epochs", type=int, help="Also fine-tune with QAT on DIR's training split.")
@@ -185,7 +189,9 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
 @click.option("--validation-split", type=float, help="Fraction of images held out (0..1).")
 @click.option("--split-seed", type=int)
 @click.option("--max-images-per-class", type=int)
-@click.option("--calibration-images", type=int, help="Representative dataset size.")
+@click.option("--calibration-images", type=int,
+              help="Calibration photos: a seeded slice of DIR, at most a third (default 200); "
+              "every other photo is scored.")
 @click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
 @click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
 @recommendation_options
@@ -334,7 +340,7 @@ def _print_bench(report: dict) -> None:
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Default: RUN_DIR/report.html.")
 @recommendation_options
 def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_latency,
-           objective) -> None:  # fmt: skip
+           objective, confidence) -> None:  # fmt: skip
     """Rebuild report.html from RUN_DIR/results.json (no retraining, no TensorFlow)."""
     from quantbench import recommend as rec_mod
     from quantbench.console import out as stdout
@@ -343,7 +349,8 @@ def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_lat
 
     results = load(run_dir)
     flags = {"max_accuracy_drop": max_accuracy_drop, "max_size_mb": max_size,
-             "max_latency_ms": max_latency, "objective": objective}  # fmt: skip
+             "max_latency_ms": max_latency, "objective": objective,
+             "confidence": confidence}  # fmt: skip
     rec = None if any(v is not None for v in flags.values()) else rec_mod.stored(results)
     if rec is None:
         # Shown in this report only; results.json keeps what the run recorded.

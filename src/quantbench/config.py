@@ -116,7 +116,9 @@ class QuantizeConfig(_Section):
     """`quantbench quantize`: the user's own model (see docs/byo.md)."""
 
     model: Path | None = None  # .keras, .h5/.hdf5 or a SavedModel directory
-    eval_split: Literal["validation", "all"] = "validation"
+    # rest: every photo except the calibration slice (an already-trained model); validation:
+    # the validation split (the default with QAT, which trains on the rest); all: every photo.
+    eval_split: Literal["rest", "validation", "all"] = "rest"
     check: bool = False  # score every scaling x channel order on a sample first
     unsafe: bool = False  # allow Lambda layers (their Python code runs on load)
     custom_objects: str | None = None  # module (or .py file) with the model's custom layers
@@ -129,6 +131,9 @@ class RecommendConfig(_Section):
     max_size_mb: float | None = Field(None, gt=0)
     max_latency_ms: float | None = Field(None, gt=0)
     objective: Literal["size", "latency", "accuracy"] = "size"
+    # How sure the accuracy drop must be within max_accuracy_drop (intervals.ONE_SIDED):
+    # estimate = the measured drop; likely = its one-sided 80% upper bound; sure = 95%.
+    confidence: Literal["estimate", "likely", "sure"] = "sure"
 
 
 class RunConfig(_Section):
@@ -209,6 +214,7 @@ FLAG_KEYS: dict[str, str] = {
     "max_size": "recommend.max_size_mb",
     "max_latency": "recommend.max_latency_ms",
     "objective": "recommend.objective",
+    "confidence": "recommend.confidence",
     "track": "track",
     "name": "name",
     "output_dir": "output_dir",
@@ -223,8 +229,8 @@ FLAG_KEYS: dict[str, str] = {
 
 
 # What every measuring command (run, quantize) takes alike: recommendation, tracking, output.
-REPORTING_FLAGS = ("max_accuracy_drop", "max_size", "max_latency", "objective", "track", "name",
-                   "output_dir")  # fmt: skip
+REPORTING_FLAGS = ("max_accuracy_drop", "max_size", "max_latency", "objective", "confidence",
+                   "track", "name", "output_dir")  # fmt: skip
 
 
 def flag_keys(*names: str) -> dict[str, str]:

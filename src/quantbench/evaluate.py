@@ -51,6 +51,24 @@ class Scores:
     agreement: float | None
     per_class_accuracy: dict[str, float] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)
+    # Image-level uncertainty (intervals.py): 95% intervals over the photos, the paired
+    # comparison with the reference, and the top-1 classes those are computed from.
+    accuracy_ci: list[float] | None = None
+    agreement_ci: list[float] | None = None
+    vs_reference: dict | None = None
+    predicted: np.ndarray | None = None
+
+    def uncertainty(self) -> dict:
+        """The VariantResult fields this adds: accuracy_ci, agreement_ci, vs_reference,
+        predictions (encoded)."""
+        from quantbench.results import PairedDifference, encode_classes
+
+        paired = self.vs_reference
+        return {
+            "accuracy_ci": self.accuracy_ci, "agreement_ci": self.agreement_ci,
+            "vs_reference": None if paired is None else PairedDifference(**paired),
+            "predictions": None if self.predicted is None else encode_classes(self.predicted),
+        }  # fmt: skip
 
 
 def _prepare(model_path, sample_shape: tuple[int, ...], threads: int, batch: int):
@@ -136,8 +154,13 @@ def score(
     labels: np.ndarray,
     classes: list[str],
     reference_predictions: np.ndarray | None = None,
+    reference_name: str = "keras_float",
 ) -> Scores:
-    """Top-1 accuracy, agreement with the reference's top-1, per-class accuracy, confusion."""
+    """Top-1 accuracy, agreement with the reference's top-1, per-class accuracy, confusion;
+    their 95% intervals over the photos, and the paired comparison with the reference
+    (`reference_name`'s row) unless `reference_predictions` is `predictions` itself."""
+    from quantbench import intervals
+
     predicted = predictions.argmax(axis=1) if predictions.ndim == 2 else predictions
     n = len(classes)
     confusion = np.zeros((n, n), dtype=np.int64)
@@ -145,15 +168,26 @@ def score(
     per_class = {
         c: float(confusion[k, k] / confusion[k].sum()) for k, c in enumerate(classes) if confusion[k].sum()
     }
-    agreement = None
+    correct = predicted == labels
+    scores = Scores(float(correct.mean()), None, per_class, confusion.tolist(),
+                    accuracy_ci=list(intervals.wilson(int(correct.sum()), len(correct))),
+                    predicted=np.asarray(predicted))  # fmt: skip
     if reference_predictions is not None:
         reference = (
             reference_predictions.argmax(axis=1)
             if reference_predictions.ndim == 2
             else reference_predictions
         )
-        agreement = float((reference == predicted).mean())
-    return Scores(float((predicted == labels).mean()), agreement, per_class, confusion.tolist())
+        agree = reference == predicted
+        scores.agreement = float(agree.mean())
+        scores.agreement_ci = list(intervals.wilson(int(agree.sum()), len(agree)))
+        if reference_predictions is not predictions:
+            p = intervals.compare(correct, reference == labels)
+            scores.vs_reference = {
+                "reference": reference_name, "n": p.n, "difference": p.difference,
+                "ci": [p.low, p.high], "p_value": p.p_value, "gained": p.gained, "lost": p.lost,
+            }  # fmt: skip
+    return scores
 
 
 def _crash_reason(code: int) -> str:

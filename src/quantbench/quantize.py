@@ -8,10 +8,12 @@ and `--qat-epochs N` adds quantization-aware fine-tuning on DIR's training split
 Everything that can be wrong with the inputs is found before a run directory exists: the
 model's format and safety, its input/output shape, the input size, the class names/count.
 
-Evaluation split (docs/byo.md): by default the validation split of DIR, so that calibration
-images (and QAT's training images) are never scored; `--eval-split all` scores every image,
-for a folder the model never saw in training (calibration images are then among those
-scored; calibration uses no labels, so this does not leak them).
+Evaluation split (docs/byo.md): by default (`rest`) a fixed, seeded slice of DIR calibrates
+(`--calibration-images`, never more than a third of the photos) and every other photo is
+scored (data.calibration_split): a 300-photo folder scores 200 photos, not a 15% validation
+split's 45. With `--qat-epochs` the default is the validation split, since QAT trains on the
+rest. `--eval-split all` scores every image (calibration images among them; calibration uses
+no labels, so this does not leak them).
 
 This module is also the Python API: `quantbench.quantize(model, data=..., ...)`.
 """
@@ -87,6 +89,11 @@ def quantize_overrides(
     elif defaults and "transforms" not in overrides and "transforms" not in from_file and \
             "recipes" not in (from_file.get("qat") or {}):
         overrides["transforms"] = []  # the default preset's QAT is `run`'s; here it is opt-in
+    split_given = "quantize.eval_split" in overrides or "eval_split" in (from_file.get("quantize") or {})
+    trains = overrides.get("qat.recipes") or overrides.get("transforms") or \
+        from_file.get("transforms") or (from_file.get("qat") or {}).get("recipes")
+    if defaults and trains and not split_given:
+        overrides["quantize.eval_split"] = "validation"  # transforms train on the other photos
     return overrides, from_file
 
 
@@ -109,11 +116,12 @@ def build_config(
             "quantize needs the photos to evaluate on",
             tip="pass --data DIR (one sub-folder of images per class)",
         )
-    if cfg.transforms and cfg.quantize.eval_split == "all":
+    if cfg.transforms and cfg.quantize.eval_split != "validation":
         raise ConfigError(
-            "--qat-epochs trains on the training split, so --eval-split all would score "
-            "images the QAT model was trained on",
-            tip="drop --eval-split all (the validation split is scored), or drop --qat-epochs",
+            f"--qat-epochs trains on the training split, so --eval-split "
+            f"{cfg.quantize.eval_split} would score images the QAT model was trained on",
+            tip=f"drop --eval-split {cfg.quantize.eval_split} (the validation split is scored), "
+            "or drop --qat-epochs",
         )
     return cfg, size_given
 
@@ -179,10 +187,13 @@ def reorder_classes(dataset, order: list[str]):
     summary = dataset.summary.model_copy(
         update={"classes": list(order), "class_counts": {c: counts[c] for c in order}}
     )
-    return replace(
+    from quantbench.data import describe_evaluation
+
+    relabelled = replace(
         dataset, classes=list(order), train_labels=mapping[dataset.train_labels],
         val_labels=mapping[dataset.val_labels], summary=summary,
     )  # fmt: skip
+    return describe_evaluation(relabelled, summary.eval_split or "validation split")
 
 
 def evaluate_on_all(dataset):
@@ -192,13 +203,15 @@ def evaluate_on_all(dataset):
     summary = dataset.summary.model_copy(
         update={"val_count": dataset.summary.train_count + dataset.summary.val_count}
     )
-    return replace(
+    from quantbench.data import describe_evaluation
+
+    return describe_evaluation(replace(
         dataset,
         val_images=np.concatenate([dataset.train_images, dataset.val_images]),
         val_labels=np.concatenate([dataset.train_labels, dataset.val_labels]),
         val_paths=[],  # the training split's paths are not kept by load_dataset
-        summary=summary,
-    )
+        summary=summary, val_digests=dataset.train_digests + dataset.val_digests,
+    ), "every photo (calibration photos included)")  # fmt: skip
 
 
 # --- the command ----------------------------------------------------------------------------
@@ -329,6 +342,11 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
         check = run_check(cfg, loaded.model, dataset)
     if cfg.quantize.eval_split == "all":
         dataset = evaluate_on_all(dataset)
+    elif cfg.quantize.eval_split == "rest":
+        from quantbench.data import calibration_split
+
+        dataset = calibration_split(dataset, cfg.convert.calibration_images, cfg.data.split_seed)
+    emit("info", f"scoring {len(dataset.val_labels)} photos: {dataset.summary.eval_split}")
 
     def describe(ctx, results) -> None:
         results.extras["quantize"] = {

@@ -3,7 +3,11 @@
 Only converted TF Lite rows that measured fine (`status == "ok"`) are candidates. Accuracy
 drop is in percentage points against the float Keras model (`results.reference`). With
 repeats, the per-variant means in results.extras["summary"] stand in for the single row's
-figures. Nothing here imports TensorFlow: the report rebuilds a recommendation from
+figures. `confidence` says how sure the drop must be within `max_accuracy_drop`
+(intervals.drop_bound): `sure` (default) judges the one-sided 95% upper bound of the drop,
+paired over the photos (and across training runs with repeats), `likely` the one-sided 80%
+bound, `estimate` the measured drop; results without per-photo predictions fall back to the
+measured drop, and the reason says so. Nothing here imports TensorFlow: the report rebuilds a recommendation from
 results.json alone.
 """
 
@@ -16,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from quantbench.config import RecommendConfig
+from quantbench.intervals import DropBound, drop_bound
 from quantbench.results import METRICS, RunResults, VariantResult
 
 EXTRAS_KEY = "recommendation"
@@ -37,6 +42,8 @@ class Recommendation(BaseModel):
     pareto: list[str] = Field(default_factory=list)
     ruled_out: dict[str, list[str]] = Field(default_factory=dict)  # variant -> why
     nearest_miss: str | None = None
+    # variant -> [measured drop, upper bound at the chosen confidence or None], in points
+    accuracy_drops: dict[str, list[float | None]] = Field(default_factory=dict)
 
 
 def metric(results: RunResults, row: VariantResult, name: str) -> float | None:
@@ -97,14 +104,20 @@ def _fmt_mb(size: float) -> str:
 
 
 def _violations(
-    drop: float | None, size: float | None, latency: float | None, c: RecommendConfig
-) -> tuple[list[str], float]:
+    drop: float | None, size: float | None, latency: float | None, c: RecommendConfig,
+    bound: DropBound | None = None,
+) -> tuple[list[str], float]:  # fmt: skip
     """Constraint messages and how far outside the limits (relative units, 0 = fits)."""
     why: list[str] = []
     excess = 0.0
-    if drop is not None and drop > c.max_accuracy_drop + 1e-9:
-        why.append(f"accuracy drop {drop:.2f} points > {c.max_accuracy_drop:g}")
-        excess += (drop - c.max_accuracy_drop) / max(c.max_accuracy_drop, 1.0)
+    judged = bound.bound if bound is not None and bound.bound is not None else drop
+    if judged is not None and judged > c.max_accuracy_drop + 1e-9:
+        if judged is drop:
+            why.append(f"accuracy drop {drop:.2f} points > {c.max_accuracy_drop:g}")
+        else:
+            why.append(f"accuracy drop {drop:.2f} points, up to {judged:.2f} with "
+                       f"{bound.level:.0%} confidence ({bound.how}) > {c.max_accuracy_drop:g}")  # fmt: skip
+        excess += (judged - c.max_accuracy_drop) / max(c.max_accuracy_drop, 1.0)
     if c.max_size_mb is not None:
         if size is None:
             why.append("size not measured")
@@ -156,11 +169,16 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
         return base
 
     fitting, misses = [], []
+    bounds: dict[str, DropBound | None] = {}
     for v in rows:
         acc = values[v.variant]["accuracy"]
         drop = (ref_acc - acc) * 100 if ref_acc is not None and acc is not None else None
+        bounds[v.variant] = drop_bound(results, v.variant, ref.variant, c.confidence) if ref else None
+        if drop is not None:
+            b = bounds[v.variant]
+            base.accuracy_drops[v.variant] = [drop, b.bound if b is not None else None]
         why, excess = _violations(drop, values[v.variant]["size_bytes"],
-                                  values[v.variant]["latency_ms"], c)  # fmt: skip
+                                  values[v.variant]["latency_ms"], c, bounds[v.variant])  # fmt: skip
         if acc is None:
             why.append("accuracy not measured")
             excess += 1.0
@@ -181,7 +199,8 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
 
     fitting.sort(key=rank_key)
     base.candidates = fitting
-    limits = _limits_phrase(c, ref_acc is not None)
+    level = next((b.level for b in bounds.values() if b is not None and b.level), None)
+    limits = _limits_phrase(c, ref_acc is not None, level)
     if fitting:
         best = fitting[0]
         base.chosen = best
@@ -192,6 +211,7 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
         base.reason = (
             f"{best} is the {_SUPERLATIVE[c.objective]} variant "
             f"({_describe_value(objective, values[best][objective])}) that {limits}{versus}."
+            + _confidence_phrase(base.accuracy_drops.get(best), bounds.get(best))
         )
         return base
     misses.sort()
@@ -203,11 +223,23 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
     return base
 
 
-def _limits_phrase(c: RecommendConfig, have_reference: bool) -> str:
+def _confidence_phrase(drop: list[float | None] | None, bound: DropBound | None) -> str:
+    """How the accuracy budget was judged for the chosen variant, with the numbers."""
+    if not drop or bound is None:
+        return ""
+    if bound.bound is None:
+        return f" Judged on {bound.how}: {drop[0]:.2f} points."
+    return (f" Its accuracy drop is {drop[0]:.2f} points, at most {bound.bound:.2f} with "
+            f"{bound.level:.0%} confidence ({bound.how}).")  # fmt: skip
+
+
+def _limits_phrase(c: RecommendConfig, have_reference: bool, level: float | None = None) -> str:
     parts = []
     if have_reference:
         unit = "point" if c.max_accuracy_drop == 1 else "points"
-        parts.append(f"stays within {c.max_accuracy_drop:g} {unit} of the float model's accuracy")
+        sure = f" with {level:.0%} confidence" if level else ""
+        parts.append(f"stays within {c.max_accuracy_drop:g} {unit} of the float model's "
+                     f"accuracy{sure}")  # fmt: skip
     if c.max_size_mb is not None:
         parts.append(f"fits in {c.max_size_mb:g} MB")
     if c.max_latency_ms is not None:

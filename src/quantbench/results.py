@@ -7,6 +7,7 @@ guesses whether more is better.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -97,6 +98,18 @@ class LatencyResult(_Model):
     total_ops: int | None = None  # ops in the model's main subgraph
 
 
+class PairedDifference(_Model):
+    """This row's accuracy minus the reference's, on the same photos (fractions 0..1)."""
+
+    reference: str  # the row compared with (the float Keras model)
+    n: int  # photos scored by both
+    difference: float
+    ci: list[float]  # [low, high]: 95% Newcombe interval for paired proportions (intervals.py)
+    p_value: float  # exact McNemar: two-sided binomial test of the discordant photos
+    gained: int  # photos this row gets right and the reference wrong
+    lost: int  # photos the reference gets right and this row wrong
+
+
 class VariantResult(_Model):
     id: str | None = None  # the spec's stable hash (plan.VariantSpec.id); None in version 1
     spec: VariantSpec | None = None  # what this variant is: transforms, conversion, repeat
@@ -123,6 +136,13 @@ class VariantResult(_Model):
     latency: list[LatencyResult] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)  # one-line explanations of surprises
     reused: list[str] = Field(default_factory=list)  # stages taken from the store, not redone
+    # Image-level uncertainty (intervals.py); None in results written before it existed.
+    accuracy_ci: list[float] | None = None  # [low, high], 95% Wilson interval over the photos
+    agreement_ci: list[float] | None = None
+    vs_reference: PairedDifference | None = None
+    # Top-1 class of every scored photo, in DataSummary.eval_labels' order (encode_classes):
+    # ~1 byte a photo, so 3670 photos x 20 variants add ~100 KB to results.json.
+    predictions: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -151,6 +171,12 @@ class DataSummary(_Model):
     image_size: int
     skipped: list[SkippedFile] = Field(default_factory=list)
     duplicate_groups: int = 0
+    # What was scored: the true class of each scored photo in order (encode_classes), and a
+    # sha1 over the photos' own sha1s, so two runs can tell whether they scored the same photos.
+    eval_labels: str | None = None
+    eval_digest: str | None = None
+    eval_split: str | None = None  # how the scored photos were chosen, in words
+    calibration_count: int | None = None  # photos the representative dataset drew from
 
 
 class Environment(_Model):
@@ -308,8 +334,33 @@ def _upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def encode_classes(classes) -> str:
+    """Class indices (one per photo) as compact text: "u8:" or "u16:" + base64 of the array."""
+    import numpy as np
+
+    values = np.asarray(classes, dtype=np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ValueError("class indices must be in 0..65535")
+    wide = bool(values.size) and values.max() > 255
+    data = values.astype("<u2" if wide else "u1").tobytes()
+    return ("u16:" if wide else "u8:") + base64.b64encode(data).decode("ascii")
+
+
+def decode_classes(text: str):
+    """The inverse of `encode_classes`: an int64 numpy array."""
+    import numpy as np
+
+    kind, _, data = text.partition(":")
+    dtype = {"u8": "u1", "u16": "<u2"}.get(kind)
+    if dtype is None:
+        raise ValueError(f"unknown class encoding {kind!r}")
+    return np.frombuffer(base64.b64decode(data), dtype=dtype).astype(np.int64)
+
+
 CSV_COLUMNS = [
-    "variant", "source", "scheme", "policy", "status", "size_bytes", "accuracy", "agreement",
+    "variant", "source", "scheme", "policy", "status", "size_bytes", "accuracy",
+    "accuracy_ci_low", "accuracy_ci_high", "agreement", "agreement_ci_low", "agreement_ci_high",
+    "difference_vs_reference", "difference_ci_low", "difference_ci_high", "mcnemar_p",
     "latency_ms", "latency_threads", "convert_seconds", "eval_images", "error",
 ]  # fmt: skip
 
@@ -323,5 +374,12 @@ def to_csv(results: RunResults) -> str:
         row = v.model_dump(include=set(CSV_COLUMNS))
         row["latency_ms"] = first.median_ms if first else None
         row["latency_threads"] = first.threads if first else None
+        for name in ("accuracy", "agreement"):
+            ci = getattr(v, f"{name}_ci")
+            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = ci if ci else (None, None)
+        paired = v.vs_reference
+        if paired is not None:
+            row["difference_vs_reference"], row["mcnemar_p"] = paired.difference, paired.p_value
+            row["difference_ci_low"], row["difference_ci_high"] = paired.ci
         writer.writerow(row)
     return out.getvalue()

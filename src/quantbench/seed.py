@@ -8,8 +8,11 @@ paired difference (or ratio) per training repeat, summarized by a 95% Student-t 
 - does not hold: the whole interval contradicts it;
 - inconclusive: the interval straddles the band's edge, or the rows were not measured.
 
-One repeat has no interval: the single figure is widened by a fixed margin (3 points, 0.3x)
-and the reason says so, so that a single run only decides clear cases.
+One repeat has no training-level interval. An accuracy difference then gets the paired
+interval over the photos both rows were scored on (intervals.paired_rows: Newcombe's interval,
+the photos' own sampling error), or, in results without per-photo predictions, the wider
+interval of two independent samples; the reason says which. The epoch-time ratio of one run
+is still widened by a fixed margin (0.3x), since no photo-level statistic applies to it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from rich.table import Table
 
-from quantbench import stats
+from quantbench import intervals, stats
 from quantbench.results import RunResults, VariantResult
 
 SEED_FILE = "seed_report.json"
@@ -30,8 +33,7 @@ HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 DYNAMIC_RANGE_BAND = (10.0, 16.0)  # "about 13 points": 13 +/- 3
 RATIO_BAND = (1.76, 2.64)  # "about 2.2x": 2.2 +/- 20%
 NEGLIGIBLE_POINTS = 1.0  # a loss under a point does not confirm a claimed 14-point loss
-SINGLE_MARGIN_POINTS = 3.0  # one repeat: the figure +/- this stands in for an interval
-SINGLE_MARGIN_RATIO = 0.3
+SINGLE_MARGIN_RATIO = 0.3  # one run's epoch-time ratio: the figure +/- this
 DEFAULT_SCHEMES_ON_QAT = ("dynamic_range", "int8")  # the seed's "QAT + DEFAULT", best match first
 
 
@@ -79,31 +81,59 @@ def _accuracy_difference(results: RunResults, a: str, b: str) -> list[float]:
     return _paired(results, diff)
 
 
-def _interval(values: list[float], single_margin: float) -> tuple[dict[str, Any], str]:
-    """The t interval of the values, or the single value +/- a margin; and how to say it."""
+def _image_interval(results: RunResults, a: str | None, b: str | None) -> tuple | None:
+    """One run: (low, high, how) of accuracy(a) - accuracy(b) in points, over the photos."""
+    ra, rb = _row(results, a, 0) if a else None, _row(results, b, 0) if b else None
+    if ra is None or rb is None:
+        return None
+    paired = intervals.paired_rows(results, ra, rb)
+    if paired is not None:
+        return (100 * paired.low, 100 * paired.high,
+                f"single run: 95% CI paired over {paired.n} photos ({paired.gained} gained, "
+                f"{paired.lost} lost; McNemar p={paired.p_value:.2g})")  # fmt: skip
+    unpaired = intervals.unpaired_rows(ra, rb)
+    if unpaired is not None:
+        return (100 * unpaired[1], 100 * unpaired[2], "single run: 95% CI over the photos as "
+                "two independent samples (no per-photo predictions stored: wider than paired)")  # fmt: skip
+    return None
+
+
+def _interval(values: list[float], single_margin: float | None,
+              single: tuple | None = None) -> tuple[dict[str, Any], str]:  # fmt: skip
+    """The t interval over training runs; with one run the image-level interval `single`
+    (low, high, how), or the value +/- `single_margin`; and how to say it."""
     d = stats.describe(values)
     if d["n"] >= 2:
-        return d, f"95% CI over {d['n']} repeats"
-    low, high = d["mean"] - single_margin, d["mean"] + single_margin
-    return ({**d, "ci_low": low, "ci_high": high, "single": True},
-            f"single repeat: no confidence interval, judged on the figure +/- {single_margin:g}")  # fmt: skip
+        return d, f"95% CI over {d['n']} repeats (training runs)"
+    if single is not None:
+        return {**d, "ci_low": single[0], "ci_high": single[1], "single": True}, single[2]
+    if single_margin is not None:
+        low, high = d["mean"] - single_margin, d["mean"] + single_margin
+        return ({**d, "ci_low": low, "ci_high": high, "single": True},
+                f"single repeat: no confidence interval, judged on the figure +/- {single_margin:g}")  # fmt: skip
+    return d, "single repeat without per-photo data or photo counts: no interval"
 
 
 def _fmt(d: dict[str, Any], unit: str, digits: int = 1) -> str:
     text = f"{d['mean']:+.{digits}f}{unit}" if unit == " pts" else f"{d['mean']:.{digits}f}{unit}"
+    if d.get("ci_low") is None:
+        return f"{text} (n=1, no interval)"
     if d.get("single"):
-        return f"{text} (n=1)"
+        return f"{text} [{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}] n=1"
     return f"{text} [{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}] n={d['n']}"
 
 
 def _entry(key: str, claim: str, seed_text: str, seed_value: float, values: list[float],
-           unit: str, decide: Callable[[float, float], str], margin: float,
-           missing: str, extra_reason: str = "") -> dict[str, Any]:  # fmt: skip
+           unit: str, decide: Callable[[float, float], str], margin: float | None,
+           missing: str, extra_reason: str = "", single: tuple | None = None) -> dict[str, Any]:  # fmt: skip
     entry: dict[str, Any] = {"key": key, "claim": claim, "seed": seed_text, "seed_value": seed_value}
     if not values:
         return {**entry, "ours": "not measured", "ours_value": None, "verdict": UNSURE,
                 "reason": missing}  # fmt: skip
-    d, how = _interval(values, margin)
+    d, how = _interval(values, margin, single)
+    if d["ci_low"] is None:
+        return {**entry, "ours": _fmt(d, unit), "ours_value": {**d, "values": values},
+                "verdict": UNSURE, "reason": f"{how}. {extra_reason}".strip()}  # fmt: skip
     verdict = decide(d["ci_low"], d["ci_high"])
     reason = f"{how}: [{d['ci_low']:.2f}, {d['ci_high']:.2f}]{unit}"
     return {**entry, "ours": _fmt(d, unit, 2 if unit == "x" else 1),
@@ -143,10 +173,11 @@ def verdicts(results: RunResults, seed: dict[str, Any] | None = None) -> list[di
         "a", claims["a"], f"{rows['float']['accuracy_pct']}% -> "
         f"{rows['dynamic_range']['accuracy_pct']}%: loses {seed_a:.2f} pts", seed_a,
         _accuracy_difference(results, reference, "dynamic_range"), " pts",
-        _within(DYNAMIC_RANGE_BAND), SINGLE_MARGIN_POINTS,
+        _within(DYNAMIC_RANGE_BAND), None,
         "no dynamic_range row of the float model in this run",
         f"Loss = {reference} minus dynamic_range accuracy; 'about 13' read as "
         f"{DYNAMIC_RANGE_BAND[0]:g}..{DYNAMIC_RANGE_BAND[1]:g} pts.",
+        _image_interval(results, reference, "dynamic_range"),
     ))  # fmt: skip
 
     seed_b = rows["qat_default"]["accuracy_pct"] - rows["float"]["accuracy_pct"]
@@ -160,10 +191,10 @@ def verdicts(results: RunResults, seed: dict[str, Any] | None = None) -> list[di
             f"{rows['qat_default']['accuracy_pct']}% vs {rows['float']['accuracy_pct']}%: "
             f"{seed_b:+.2f} pts", seed_b,
             _accuracy_difference(results, default_variant, reference) if default_variant else [],
-            " pts", _positive, SINGLE_MARGIN_POINTS,
+            " pts", _positive, None,
             f"no QAT {recipe} DEFAULT row in this run",
             f"Gain = {default_variant} minus {reference} accuracy; holds if the interval is "
-            f"above 0, fails if below 0.",
+            f"above 0, fails if below 0.", _image_interval(results, default_variant, reference),
         ))  # fmt: skip
         out.append(_entry(
             "c", f"{claims['c']} [QAT recipe {recipe}]",
@@ -202,11 +233,14 @@ def _claim_d(results, recipe, default_variant, claim, seed_d, rows) -> dict[str,
         return min(diffs) if diffs else None
 
     values = _paired(results, worst) if default_variant else []
+    diffs0 = {n: _single_diff(results, n, default_variant, 0) for n in names}
+    worst0 = min((n for n in names if diffs0[n] is not None), key=diffs0.get, default=None)
     entry = _entry(
         "d", f"{claim} [QAT recipe {recipe}]", seed_text, seed_d, values, " pts", _loses,
-        SINGLE_MARGIN_POINTS, f"no QAT {recipe} OPTIMIZE_FOR_SIZE/LATENCY rows in this run",
+        None, f"no QAT {recipe} OPTIMIZE_FOR_SIZE/LATENCY rows in this run",
         f"Worst of OPTIMIZE_FOR_SIZE/LATENCY minus {default_variant}; fails if no loss of "
         f"{NEGLIGIBLE_POINTS:g} pt or more is possible. {note}",
+        _image_interval(results, worst0, default_variant),
     )
     if values and present and len(identical) == len(present):
         # Identical bytes are identical predictions: decided exactly, whatever the repeats.
@@ -268,6 +302,8 @@ def _pct(d: dict[str, Any] | None) -> str:
     text = f"{100 * d['mean']:.1f}"
     if d.get("ci_low") is not None:
         text += f" [{100 * d['ci_low']:.1f}, {100 * d['ci_high']:.1f}]"
+    elif d.get("image_ci_low") is not None:  # one run: the interval over the photos
+        text += f" [{100 * d['image_ci_low']:.1f}, {100 * d['image_ci_high']:.1f}] photos"
     return text
 
 

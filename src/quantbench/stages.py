@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 LATENCY_IMAGES = 16  # real validation images the latency loop cycles through
 MEASURED_FIELDS = ("accuracy", "agreement", "eval_images", "eval_seconds", "per_class_accuracy",
-                   "confusion", "input_dtype", "output_dtype")  # fmt: skip
+                   "confusion", "input_dtype", "output_dtype", "accuracy_ci", "agreement_ci",
+                   "vs_reference", "predictions")  # fmt: skip
+REFERENCE = "keras_float"  # the row every variant's agreement and paired difference are against
 
 
 @dataclass
@@ -81,10 +83,9 @@ def reference_row(ex: Executor, spec: VariantSpec, lazy: _LazyModel) -> VariantR
     if not spec.transforms:
         ctx.reference_predictions[spec.repeat] = predictions
     scores = score(predictions, ctx.dataset.val_labels, ctx.dataset.classes,
-                   ctx.reference_predictions.get(spec.repeat))  # fmt: skip
+                   ctx.reference_predictions.get(spec.repeat), REFERENCE)  # fmt: skip
     row = _row(spec)
-    row.accuracy, row.agreement = scores.accuracy, scores.agreement
-    row.per_class_accuracy, row.confusion = scores.per_class_accuracy, scores.confusion
+    _set_scores(row, scores)
     row.eval_images, row.eval_seconds = len(predictions), record["seconds"]
     row.reused = ["accuracy"] if record["reused"] else []
     if not spec.transforms and spec.repeat == 0 and ex.base.model_file:
@@ -233,20 +234,29 @@ def _accuracy(ex: Executor, row: VariantResult, file: ConvertedFile) -> None:
                     parent=file.key, data=f"{ctx.data_key}/{reference_key}")  # fmt: skip
     cached = ctx.store.get(key)
     if cached is not None:
+        restored = VariantResult.model_validate({"variant": row.variant, "policy": row.policy,
+                                                 **cached.meta["row"]})  # fmt: skip
         for name in MEASURED_FIELDS:
-            setattr(row, name, cached.meta[name])
+            setattr(row, name, getattr(restored, name))
         row.reused.append("accuracy")
         ctx.emit("info", f"{row.variant}: accuracy {row.accuracy:.1%} (cached)")
         return
     ctx.emit("info", f"evaluating {row.variant}")
     row.input_dtype, row.output_dtype = io_dtypes(file.path)
     predictions, row.eval_seconds = ctx.predict(file.path)
-    scores = score(predictions, ctx.dataset.val_labels, ctx.dataset.classes, reference)
+    scores = score(predictions, ctx.dataset.val_labels, ctx.dataset.classes, reference, REFERENCE)
+    _set_scores(row, scores)
+    row.eval_images = len(ctx.val_inputs)
+    measured = row.model_dump(mode="json", include=set(MEASURED_FIELDS))
+    ctx.store.put(key, "accuracy", {}, {"row": measured, "label": f"{row.variant} accuracy"})
+
+
+def _set_scores(row: VariantResult, scores: Any) -> None:
+    """Accuracy, agreement, per class, and their image-level uncertainty (intervals.py)."""
     row.accuracy, row.agreement = scores.accuracy, scores.agreement
     row.per_class_accuracy, row.confusion = scores.per_class_accuracy, scores.confusion
-    row.eval_images = len(ctx.val_inputs)
-    meta = {name: getattr(row, name) for name in MEASURED_FIELDS}
-    ctx.store.put(key, "accuracy", {}, {**meta, "label": f"{row.variant} accuracy"})
+    for name, value in scores.uncertainty().items():
+        setattr(row, name, value)
 
 
 def _latency(ex: Executor, row: VariantResult, file: ConvertedFile) -> None:

@@ -3,6 +3,10 @@
 `summarize` turns a run's repeats into results.extras["summary"]:
 {variant: {metric: {mean, std, ci_low, ci_high, n}}}. With one repeat there is no interval
 (std, ci_low and ci_high are None), and readers must say so rather than invent one.
+Accuracy and agreement also get the photos' own sampling error (`image_std`, the binomial
+standard error averaged over repeats, and `image_ci_low/high`, the per-repeat Wilson intervals
+averaged; intervals.py) and `dominant`: which of the two sources varies more, "training" (the
+standard deviation across training runs) or "photos".
 The t quantile is computed here (no SciPy dependency): bisection on the t CDF, which is an
 exact series for integer degrees of freedom.
 """
@@ -95,21 +99,43 @@ def metric_value(row: VariantResult, metric: str) -> float | None:
     return None if value is None else float(value)
 
 
+def image_level(rows: Sequence[VariantResult], metric: str) -> dict[str, Any] | None:
+    """The photos' sampling error of `metric` (accuracy or agreement), averaged over rows."""
+    cis = [getattr(r, f"{metric}_ci") for r in rows]
+    values = [getattr(r, metric) for r in rows]
+    if not rows or any(c is None for c in cis) or any(not r.eval_images for r in rows):
+        return None
+    errors = [math.sqrt(p * (1 - p) / r.eval_images) for p, r in zip(values, rows)]
+    return {"image_std": mean(errors), "image_ci_low": mean([c[0] for c in cis]),
+            "image_ci_high": mean([c[1] for c in cis]), "images": rows[0].eval_images}  # fmt: skip
+
+
 def summarize(results: RunResults) -> dict[str, dict[str, dict[str, Any]]]:
     """Per variant and metric, across repeats. Failed rows contribute nothing."""
     by_variant: dict[str, dict[str, list[float]]] = {}
+    rows_of: dict[str, list[VariantResult]] = {}
     for row in results.variants:
         if row.status == "failed":
             continue
+        rows_of.setdefault(row.variant, []).append(row)
         metrics = by_variant.setdefault(row.variant, {})
         for metric in SUMMARY_METRICS:
             value = metric_value(row, metric)
             if value is not None:
                 metrics.setdefault(metric, []).append(value)
-    return {
+    summary = {
         variant: {metric: describe(values) for metric, values in metrics.items()}
         for variant, metrics in by_variant.items()
     }
+    for variant, metrics in summary.items():
+        for metric in ("accuracy", "agreement"):
+            images = image_level(rows_of[variant], metric) if metric in metrics else None
+            if images is not None:
+                d = metrics[metric]
+                d.update(images)
+                if d["std"] is not None:
+                    d["dominant"] = "training" if d["std"] > images["image_std"] else "photos"
+    return summary
 
 
 def steady_epoch_seconds(training: TrainingResult) -> float | None:

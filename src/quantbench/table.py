@@ -8,8 +8,20 @@ from quantbench.console import out
 from quantbench.results import RunResults, VariantResult
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}"
+def _pct(value: float | None, ci: list[float] | None = None) -> str:
+    """84.6 ±3.0: the figure and half the width of its 95% interval over the photos."""
+    if value is None:
+        return "-"
+    return f"{value * 100:.1f}" + (f" ±{(ci[1] - ci[0]) * 50:.1f}" if ci else "")
+
+
+def _difference(v: VariantResult) -> tuple[str, str]:
+    """(difference from the float Keras model [95% CI] in points, McNemar p)."""
+    p = v.vs_reference
+    if p is None or v.kind == "keras" and v.source == "float":
+        return "-", "-"
+    low, high = (100 * x for x in p.ci)
+    return f"{100 * p.difference:+.1f} [{low:+.1f},{high:+.1f}]", f"{p.p_value:.2g}"
 
 
 def _latency(v: VariantResult, threads: int) -> str:
@@ -25,6 +37,8 @@ def results_table(results: RunResults, repeat: int = 0) -> Table:
     table.add_column("size MB", justify="right")
     table.add_column("accuracy %", justify="right")
     table.add_column("agreement %", justify="right")
+    table.add_column("Δ float pts [95% CI]", justify="right")
+    table.add_column("p", justify="right")
     for t in threads:
         table.add_column(f"latency ms ({t}t)", justify="right")
     table.add_column("convert s", justify="right")
@@ -32,19 +46,44 @@ def results_table(results: RunResults, repeat: int = 0) -> Table:
         size = "-" if v.size_bytes is None else f"{v.size_bytes / 1e6:.2f}"
         convert = "-" if v.convert_seconds is None else f"{v.convert_seconds:.1f}"
         if v.status == "failed":
-            cells = ["[red]failed[/]", "", "", *[""] * len(threads), ""]
+            cells = ["[red]failed[/]", "", "", "", "", *[""] * len(threads), ""]
             table.add_row(v.variant, v.policy, *cells, style="dim")
             continue
         name = v.variant if v.status == "ok" else f"{v.variant} (= {v.identical_to})"
         table.add_row(
-            name, v.policy, size, _pct(v.accuracy), _pct(v.agreement),
+            name, v.policy, size, _pct(v.accuracy, v.accuracy_ci),
+            _pct(v.agreement, v.agreement_ci), *_difference(v),
             *[_latency(v, t) for t in threads], convert,
         )  # fmt: skip
     return table
 
 
+def uncertainty_lines(results: RunResults) -> list[str]:
+    """What the ± and the Δ mean, and with repeats which source of variation dominates."""
+    rows = [v for v in results.rows(0) if v.accuracy_ci]
+    if not rows:
+        return []
+    n = rows[0].eval_images
+    lines = [f"± is half the 95% Wilson interval over the {n} scored photos; Δ is the paired "
+             f"difference from the float Keras model on the same photos (Newcombe 95% CI) and p "
+             f"its exact McNemar p-value. Bounds in results.csv."]  # fmt: skip
+    summary = results.extras.get("summary") or {}
+    if results.repeats > 1:
+        for v in rows:
+            acc = (summary.get(v.variant) or {}).get("accuracy") or {}
+            if acc.get("dominant"):
+                lines.append(
+                    f"{v.variant}: accuracy sd {100 * acc['std']:.2f} pts across "
+                    f"{acc['n']} training runs, {100 * acc['image_std']:.2f} pts across photos: "
+                    f"the {acc['dominant']} dominate"
+                )
+    return lines
+
+
 def print_results(results: RunResults) -> None:
     out.print(results_table(results))
+    for line in uncertainty_lines(results):
+        out.print(line, highlight=False, markup=False)
     for v in results.rows(0):
         if v.status == "failed":
             out.print(f"[red]{v.variant}[/] failed: {v.error}", highlight=False)

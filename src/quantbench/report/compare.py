@@ -1,9 +1,16 @@
-"""One page across several runs: a combined table and combined trade-off scatter plots."""
+"""One page across several runs: a combined table and combined trade-off scatter plots.
+
+Each variant's accuracy carries its 95% interval over the photos and its paired difference
+from its own run's float model. Variants of different runs are compared pairwise (paired
+interval, McNemar p) only when both runs scored the same photos in the same order
+(DataSummary.eval_digest); otherwise the page says the comparison would be unpaired.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from quantbench import intervals
 from quantbench.recommend import Recommendation, metric, pareto, stored
 from quantbench.report import svg
 from quantbench.report.page import esc, figure, mb, num, pct, section, shell, sort_attr
@@ -24,7 +31,8 @@ def run_labels(runs: list[tuple[RunResults, Path]]) -> list[str]:
 
 def _table(runs, labels, recs: list[Recommendation | None]) -> str:
     threads = sorted({r.threads for res, _ in runs for v in res.variants for r in v.latency})
-    heads = ["run", "variant", "policy", "status", "size MB", "accuracy %", "agreement %",
+    heads = ["run", "variant", "policy", "status", "size MB", "accuracy % (95% CI)",
+             "Δ own float pts [95% CI] p", "agreement %",
              *[f"latency ms ({t}t)" for t in threads], "convert s"]  # fmt: skip
     head = "".join(f'<th tabindex="0" scope="col"{_NUM if i >= 4 else ""}>{esc(h)}</th>'
                    for i, h in enumerate(heads))  # fmt: skip
@@ -38,8 +46,10 @@ def _table(runs, labels, recs: list[Recommendation | None]) -> str:
             size = metric(res, v, "size_bytes") if ok else None
             acc = metric(res, v, "accuracy") if ok else None
             agree = metric(res, v, "agreement") if ok else None
+            diff = v.vs_reference if ok and not (v.kind == "keras" and v.source == "float") else None
             cells = [(label, esc(label)), (v.variant, esc(v.variant)), (v.policy, esc(v.policy)),
-                     (v.status, status), (size, mb(size)), (acc, pct(acc)),
+                     (v.status, status), (size, mb(size)), (acc, _with_ci(acc, v.accuracy_ci if ok else None)),
+                     (diff.difference if diff else None, _paired_text(diff)),
                      (agree, pct(agree))]  # fmt: skip
             for t in threads:
                 ms = v.latency_ms(t) if ok else None
@@ -53,6 +63,53 @@ def _table(runs, labels, recs: list[Recommendation | None]) -> str:
             f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
 
 
+def _with_ci(acc: float | None, ci: list[float] | None) -> str:
+    if acc is None or not ci:
+        return pct(acc)
+    return f'{pct(acc)} <span class="ci">[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]</span>'
+
+
+def _paired_text(p) -> str:
+    """difference [low, high] p=... in points, from a PairedDifference or intervals.Paired."""
+    if p is None:
+        return "–"
+    ci = p.ci if hasattr(p, "ci") else [p.low, p.high]
+    return (f"{100 * p.difference:+.2f} <span class=\"ci\">[{100 * ci[0]:+.2f}, "
+            f"{100 * ci[1]:+.2f}] p={p.p_value:.2g}</span>")
+
+
+def same_photos(a: RunResults, b: RunResults) -> bool:
+    """Did two runs score the same photos in the same order (and store per-photo data)?"""
+    da, db = a.data, b.data
+    return (da is not None and db is not None and da.eval_digest is not None
+            and da.eval_digest == db.eval_digest and da.eval_labels == db.eval_labels)  # fmt: skip
+
+
+def across_runs(runs, labels) -> str:
+    """Each variant of every later run against the same variant of the first run, paired."""
+    (first, _), rows = runs[0], []
+    for (res, _), label in zip(runs[1:], labels[1:]):
+        if not same_photos(first, res):
+            rows.append(f"<tr><td>{esc(label)}</td><td colspan=3>scored other photos than "
+                        f"{esc(labels[0])}: a paired comparison is not possible</td></tr>")
+            continue
+        for v in res.rows(0):
+            base = first.variant(v.variant)
+            paired = intervals.paired_rows(res, v, base) if base is not None else None
+            if paired is not None:
+                rows.append(f"<tr><td>{esc(label)}</td><td>{esc(v.variant)}</td><td>"
+                            f"{paired.gained} gained, {paired.lost} lost</td>"
+                            f'<td class="num">{_paired_text(paired)}</td></tr>')  # fmt: skip
+    if not rows:
+        return ""
+    head = (f"<tr><th>run</th><th>variant</th><th>photos vs {esc(labels[0])}</th>"
+            f'<th class="num">Δ accuracy pts [95% CI] p</th></tr>')  # fmt: skip
+    table = f'<table class="data"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return section("paired", f"Paired with {labels[0]}", table,
+                   "Same variant, same photos: Newcombe's paired 95% interval and the exact "
+                   "McNemar p-value.")  # fmt: skip
+
+
 def _scatter(runs, labels, x_metric: str, scale: float, x_label: str, chart_id: str) -> str:
     points = []
     for i, ((res, _), label) in enumerate(zip(runs, labels)):
@@ -62,7 +119,10 @@ def _scatter(runs, labels, x_metric: str, scale: float, x_label: str, chart_id: 
                 continue
             x, y = metric(res, v, x_metric), metric(res, v, "accuracy")
             if x is not None and y is not None:
-                points.append(svg.Point(f"{label} · {v.variant}", x * scale, y * 100, color))
+                ci = v.accuracy_ci if res.repeats == 1 else None  # repeats plot means
+                points.append(svg.Point(f"{label} · {v.variant}", x * scale, y * 100, color,
+                                        y_low=ci[0] * 100 if ci else None,
+                                        y_high=ci[1] * 100 if ci else None))  # fmt: skip
     front = pareto({p.label: {"accuracy": p.y / 100, x_metric: p.x} for p in points},
                    ("accuracy", x_metric))  # fmt: skip
     chart = svg.scatter(points, x_label, "accuracy (%)", front=front)
@@ -99,6 +159,9 @@ def render(runs: list[tuple[RunResults, Path]]) -> str:
                   + _scatter(runs, labels, "latency_ms", 1.0, "median latency (ms)",
                              "accuracy-latency") + "</div>")
     )  # fmt: skip
+    paired = across_runs(runs, labels) if len(runs) > 1 else ""
+    body += paired
     nav = [("summary", "Summary"), ("table", "Table"), ("tradeoffs", "Trade-offs")]
+    nav += [("paired", "Paired")] if paired else []
     subtitle = f"{len(runs)} runs: " + ", ".join(esc(label) for label in labels)
     return shell("quantbench comparison", subtitle, nav, body)

@@ -35,10 +35,37 @@ def threads_of(results: RunResults) -> list[int]:
 
 
 def _ci(results: RunResults, variant: str, name: str) -> dict[str, Any] | None:
+    """The 95% interval of a variant's figure: across training runs with repeats, else over
+    the scored photos (the row's Wilson interval); None when neither exists."""
     stats = ((results.extras.get("summary") or {}).get(variant) or {}).get(name)
     if isinstance(stats, dict) and stats.get("ci_low") is not None:
         return stats
+    row = results.variant(variant)
+    ci = getattr(row, f"{name}_ci", None) if row is not None else None
+    if ci:
+        return {"ci_low": ci[0], "ci_high": ci[1], "n": row.eval_images, "photos": True}
     return None
+
+
+def _ci_title(ci: dict[str, Any]) -> str:
+    what = f"over {ci['n']} photos (Wilson)" if ci.get("photos") else f"over {ci['n']} training runs"
+    text = f"95% CI {ci['ci_low'] * 100:.2f}–{ci['ci_high'] * 100:.2f} {what}"
+    if ci.get("image_std") is not None:
+        text += (f"; sd across training runs {ci['std'] * 100:.2f}, across photos "
+                 f"{ci['image_std'] * 100:.2f}: the {ci['dominant']} dominate")  # fmt: skip
+    return text
+
+
+def _delta_cell(v: VariantResult, delta: float | None) -> str:
+    """Δ vs float with its paired 95% interval and McNemar p (when per-photo data exist)."""
+    p = v.vs_reference
+    if p is None or delta is None or (v.kind == "keras" and v.source == "float"):
+        return num(delta)
+    low, high = (100 * x for x in p.ci)
+    title = (f"paired over {p.n} photos: {p.gained} gained, {p.lost} lost; 95% CI "
+             f"{low:+.2f} to {high:+.2f} points; exact McNemar p = {p.p_value:.3g}")  # fmt: skip
+    return (f'{num(delta)} <span class="ci" title="{esc(title)}">[{low:+.1f}, {high:+.1f}] '
+            f"p={p.p_value:.2g}</span>")
 
 
 def status_of(v: VariantResult, rec: Recommendation | None) -> str:
@@ -120,7 +147,9 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
         return section("table", "Variants", '<p class="empty">No variants measured yet.</p>')
     threads = threads_of(results)
     repeated = results.repeats > 1
-    acc_head = f"accuracy % (mean of {results.repeats}, 95% CI)" if repeated else "accuracy %"
+    with_photos = any(v.accuracy_ci for v in rows0)
+    acc_head = (f"accuracy % (mean of {results.repeats}, 95% CI)" if repeated
+                else "accuracy % (95% CI over photos)" if with_photos else "accuracy %")  # fmt: skip
     heads = ["variant", "status", "policy", "size MB", acc_head, "Δ vs float (pts)", "agreement %",
              *[f"latency ms ({t} thread{'s' * (t != 1)})" for t in threads], "convert s"]  # fmt: skip
     head = "".join(f'<th tabindex="0" scope="col"{_col_css(i, True)}>{esc(h)}</th>'
@@ -137,8 +166,7 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
         acc_cell = pct(acc)
         if ci:
             half = (ci["ci_high"] - ci["ci_low"]) / 2 * 100
-            acc_cell += (f' <span class="ci" title="95% CI {ci["ci_low"] * 100:.2f}–'
-                         f'{ci["ci_high"] * 100:.2f}, n={ci["n"]}">± {half:.2f}</span>')  # fmt: skip
+            acc_cell += f' <span class="ci" title="{esc(_ci_title(ci))}">± {half:.2f}</span>'
         delta = (acc - ref_acc) * 100 if acc is not None and ref_acc is not None else None
         color = palette.get(v.variant, "#888")
         name = f'<span class="dot" style="--c:{color}"></span>{esc(v.variant)}'
@@ -152,7 +180,7 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
             badge += ' <span class="badge b-pareto">Pareto</span>'
         cells = [
             (v.variant, name), (status, badge), (v.policy, esc(v.policy)), (size, mb(size)),
-            (acc, acc_cell), (delta, num(delta)), (agree, pct(agree)),
+            (acc, acc_cell), (delta, _delta_cell(v, delta)), (agree, pct(agree)),
         ]  # fmt: skip
         for t in threads:
             ms = v.latency_ms(t) if v.status != "failed" else None
@@ -166,7 +194,11 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
     intro = (
         "Click a column header to sort. Δ is in percentage points against the float Keras model."
     )
-    if not repeated:
+    if with_photos:
+        intro += (" ± is half the 95% Wilson interval over the scored photos (one run) or the "
+                  "95% Student-t interval across training runs (repeats; hover for both). Δ "
+                  "comes with its paired 95% interval (the same photos) and exact McNemar p.")
+    elif not repeated:
         intro += " One training run: no confidence intervals (use --repeats for them)."
     return section("table", "Variants", table, intro)
 
@@ -211,7 +243,8 @@ def tradeoffs(results: RunResults, rec: Recommendation | None) -> str:
                             title=f"accuracy vs {label}")  # fmt: skip
         caption = (
             f"Accuracy vs {esc(label)}. The dashed line joins the Pareto front "
-            f"({esc(', '.join(front))}); the ringed point is the recommendation."
+            f"({esc(', '.join(front))}); the ringed point is the recommendation. Error bars: "
+            "95% intervals (over training runs with repeats, else over the photos)."
         )
         figs.append(figure(chart_id, chart, caption, what=f"Accuracy vs {label}"))
     return section("tradeoffs", "Trade-offs", f'<div class="grid2">{"".join(figs)}</div>')
@@ -338,7 +371,8 @@ def details(results: RunResults) -> str:
         chart = svg.bars(counts, ["images"], ["#7c3aed"], "images", "images per class")
         facts = kv_table([
             ("source", d.source), ("classes", len(d.classes)), ("training images", d.train_count),
-            ("validation images", d.val_count),
+            ("scored photos", d.val_count), ("how they were chosen", d.eval_split or "validation split"),
+            *([("calibration photos", d.calibration_count)] if d.calibration_count else []),
             ("validation split", f"{d.validation_split:g} (seed {d.split_seed})"),
             ("image size", f"{d.image_size}×{d.image_size}"), ("skipped files", len(d.skipped)),
             ("duplicate groups", d.duplicate_groups),
