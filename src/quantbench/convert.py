@@ -88,7 +88,8 @@ def convert_one(saved_model_dir: str, scheme_name: str, calibration_path: str | 
     started = time.perf_counter()
     try:
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        get_scheme(scheme_name).configure(converter, _representative_dataset(calibration_path))
+        scheme = get_scheme(scheme_name)
+        scheme.configure(converter, scheme.params(), _representative_dataset(calibration_path))
         model_bytes = converter.convert()
     except Exception as e:  # noqa: BLE001 - every converter failure is recorded, not raised
         return time.perf_counter() - started, _error_line(e)
