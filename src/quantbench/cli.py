@@ -510,12 +510,34 @@ def main(argv: list[str] | None = None) -> None:
         _main(argv)
 
 
-def _main(argv: list[str] | None) -> None:
-    from quantbench.errors import machine_error
+def _exit_for_signal() -> None:
+    """A stop signal whose exception reached the boundary as another one (see
+    interrupt.received): report the signal, not what it was turned into."""
+    from quantbench.interrupt import Terminated, received
+
+    signum = received()
+    if signum is not None:
+        _stopped(Terminated(signum))
+
+
+def _stopped(e: KeyboardInterrupt) -> None:
+    """Ctrl-C, or SIGTERM/SIGHUP (interrupt.Terminated): say which, exit 128 + the signal."""
     from quantbench.interrupt import Terminated
 
+    what = f"stopped by {e.signal_name}" if isinstance(e, Terminated) else "interrupted"
+    _error(f"{what}; results written so far are kept in the run directory", None)
+    sys.exit(e.exit_code if isinstance(e, Terminated) else 130)
+
+
+def _main(argv: list[str] | None) -> None:
+    from quantbench.errors import machine_error
+
     try:
-        cli.main(args=argv, prog_name="quantbench", standalone_mode=False)
+        try:
+            cli.main(args=argv, prog_name="quantbench", standalone_mode=False)
+        except BaseException:
+            _exit_for_signal()  # a stop signal wins over whatever exception it became
+            raise
     except QuantbenchError as e:
         if _VERBOSE["on"]:
             traceback.print_exc()
@@ -528,16 +550,16 @@ def _main(argv: list[str] | None) -> None:
         hint = f"`quantbench {e.ctx.info_name} --help`" if e.ctx and e.ctx.parent else "`quantbench --help`"
         _error(e.format_message(), f"see {hint}")
         sys.exit(2)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):  # click turns Ctrl-C/SIGTERM into Abort
+            _stopped(e.__cause__)
         _error("aborted", None)
         sys.exit(130)
     except click.ClickException as e:
         _error(e.format_message(), None)
         sys.exit(2)
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (interrupt.Terminated)
-        what = f"stopped by {e.signal_name}" if isinstance(e, Terminated) else "interrupted"
-        _error(f"{what}; results written so far are kept in the run directory", None)
-        sys.exit(e.exit_code if isinstance(e, Terminated) else 130)
+    except KeyboardInterrupt as e:
+        _stopped(e)
     except OSError as e:  # the machine refused something (disk full, permissions): say so
         if _VERBOSE["on"]:
             traceback.print_exc()

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from quantbench import children
 
 SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-_state = {"stopping": False}
+_state: dict = {"signal": None}  # the stop signal received within `signals_raise`, if any
 
 
 class Terminated(KeyboardInterrupt):
@@ -37,10 +37,18 @@ class Terminated(KeyboardInterrupt):
         return 128 + self.signum  # the shell's convention: 143 for SIGTERM, 130 for SIGINT
 
 
+def received() -> int | None:
+    """The stop signal received, if any. The exception it raised can arrive changed: a C
+    extension being imported at that moment reports it as `ImportError: initialization
+    failed` (measured: SIGTERM while LiteRT's module loaded). Callers that choose a status or
+    an exit code ask here, not only `isinstance(e, KeyboardInterrupt)`."""
+    return _state["signal"]
+
+
 def _handler(signum: int, frame) -> None:
-    if _state["stopping"]:
+    if _state["signal"] is not None:
         return
-    _state["stopping"] = True
+    _state["signal"] = signum
     children.stop_all()
     raise Terminated(signum)
 
@@ -61,5 +69,5 @@ def signals_raise(signums: tuple[int, ...] = SIGNALS) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _state["stopping"] = False
+        _state["signal"] = None
         children.reset()

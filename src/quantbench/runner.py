@@ -160,7 +160,9 @@ def orchestrate(
     except BaseException as e:
         if ctx is not None:
             ctx.close()
-        interrupted = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "Terminated"
+        from quantbench.interrupt import received
+
+        interrupted = isinstance(e, KeyboardInterrupt) or received() is not None
         finish(results, run_dir, started, "interrupted" if interrupted else "failed")
         write_report(results, run_dir, emit)  # what was measured stays viewable
         raise
