@@ -27,6 +27,14 @@ from tests.conftest import make_image_folder
 # --- helpers ------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_model_cache(tmp_path_factory):
+    """The CLI's model cache defaults to ~/.cache/quantbench: this module's stay private."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUANTBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """The real CLI entry point in-process: (exit code, stdout, stderr)."""
     code = 0
@@ -426,3 +434,36 @@ def test_nasty_names_and_files_end_to_end(tiny_model, tmp_path, capsys):
     assert len(results["data"]["skipped"]) == 4
     assert "quantbench: n[/x]" in stdout and "out[/x]" in stdout.replace("\n", "")
     assert (run_dir / "report.html").is_file()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs (needs root, as on our CI machines): a real full disk, not a simulation."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs",
+                                            str(mount)], capture_output=True).returncode:  # fmt: skip
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("free_kb", [0, 20, 200])
+def test_a_really_full_disk_says_so_at_every_step(free_kb, small_disk, tiny_model, photos, tmp_path):
+    """0 KB: config.yaml cannot be written; 20 KB: results.json; 200 KB: the scaled images in
+    TMPDIR. Each time: the disk is full, and which file."""
+    from tests.test_cli import quantbench
+
+    (small_disk / "filler").write_bytes(b"\0" * (4096 - free_kb) * 1024) if free_kb < 4096 else None
+    (small_disk / "tmp").mkdir(exist_ok=True)
+    done = quantbench("quantize", str(tiny_model), "--data", str(photos), "--schemes", "float32",
+                      "--threads", "1", "--latency-runs", "2", "--no-cache",
+                      "--output-dir", str(small_disk / "runs"),
+                      env={"TMPDIR": str(small_disk / "tmp"),
+                           "QUANTBENCH_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    assert_one_error(done.returncode, done.stderr, "the disk is full: ", str(small_disk))
+    for results in (small_disk / "runs").glob("*/results.json"):
+        assert json.loads(results.read_text())["status"] in ("running", "failed")
+    assert not list((small_disk / "tmp").iterdir())  # scratch folders removed

@@ -95,11 +95,31 @@ def machine_error(error: OSError, path: object = None) -> MachineError:
     The errno decides the words, so a full disk reads "the disk is full" wherever it happens
     (results.json, a .tflite file, the scaled images in TMPDIR) instead of surfacing as
     whatever the failing step would otherwise claim."""
-    what, tip = _ERRNO_MESSAGES.get(error.errno, (error.strerror or type(error).__name__, None))
     where = path if path is not None else error.filename
+    code = error.errno
+    if code is None and (says_disk_full(str(error)) or _no_space_at(where)):
+        code = errno.ENOSPC  # numpy's np.save reports a short write without an errno
+    what, tip = _ERRNO_MESSAGES.get(code, (error.strerror or f"cannot write ({error})",
+                                           "check that path and the disk it is on"))
     if where is None:
         return MachineError(f"{what} ({error.strerror or error})", tip)
     return MachineError(f"{what}: {displayable(where)}", tip)
+
+
+def _no_space_at(path: object) -> bool:
+    """Whether the file system holding `path` (or its nearest existing parent) is full."""
+    import shutil
+    from pathlib import Path
+
+    if path is None:
+        return False
+    folder = Path(os.fsdecode(path))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < 64 * 1024
+    except OSError:
+        return False
 
 
 def displayable(name: object) -> str:
