@@ -1,4 +1,9 @@
-"""Atomic file writes: a temp file in the same folder, then rename, so a crash never leaves half a file."""
+"""Atomic file writes: a temp file in the same folder, then rename, so a crash never leaves half a file.
+
+Every OSError here (a full disk, a read-only file system, a folder where the file should go)
+becomes one `MachineError` that says what the machine refused and names the path: these are
+the writes of every run, and an errno is the only reliable way to tell a full disk apart.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,58 @@ import os
 import tempfile
 from pathlib import Path
 
+from quantbench.errors import displayable, machine_error
+
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        # Name the file being written, not the temp file or a parent the OS happened to name.
+        named = e.filename
+        if named is None or Path(os.fsdecode(named)).name.startswith(f".{path.name}."):
+            named = path
+        raise machine_error(e, named) from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return path
 
 
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # an undecodable file name in the text: escape, never fail
+        data = displayable(text).encode("utf-8")
+    return write_bytes(path, data)
+
+
+def save_npy(path: str | os.PathLike, array) -> Path:
+    """np.save for the workers' scratch inputs (in TMPDIR), with atomic.py's OSError messages:
+    a full TMPDIR says so and names the file instead of failing the step that needed it."""
+    import numpy as np
+
+    try:
+        np.save(path, array)
+    except OSError as e:
+        raise machine_error(e, path) from e
+    return Path(path)

@@ -147,6 +147,8 @@ def check_preprocessing(
 def check_table(result: CheckResult):
     from rich.table import Table
 
+    from quantbench.console import line
+
     table = Table(
         title=f"preprocessing check: the original model on {result.images} images",
         header_style="bold", title_justify="left",
@@ -159,7 +161,7 @@ def check_table(result: CheckResult):
             verdict = "declared"
         else:
             verdict = f"+{r.only_this_right}/-{r.only_declared_right}, p={r.p_value:.2g}"
-            verdict += "  [bold yellow]better[/]" if r.better else ""
+            verdict = line(verdict, ("  better", "bold yellow") if r.better else "")
         table.add_row(r.scaling, r.channel_order, f"{r.accuracy * 100:.1f}", verdict,
                       style="bold" if r.declared else None)  # fmt: skip
     return table

@@ -258,6 +258,16 @@ def techniques() -> None:
 
 # --- bench --------------------------------------------------------------------------------
 
+# click's FloatRange lets nan through (every comparison with it is false); a day is the cap.
+FINITE_SECONDS = click.FloatRange(0, 86_400)
+
+
+def _finite(ctx, param, value):
+    if value is not None and value != value:  # nan
+        raise click.BadParameter(f"{value!r} is not a number of seconds")
+    return value
+
+
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
@@ -266,19 +276,20 @@ def techniques() -> None:
               help="Comma-separated: xnnpack (LiteRT's default), none (builtin kernels).")
 @click.option("--runs", type=click.IntRange(1), default=50, show_default=True,
               help="Minimum timed invokes per figure.")
-@click.option("--min-seconds", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Minimum timed seconds per figure.")
-@click.option("--max-seconds", type=click.FloatRange(0), default=10.0, show_default=True,
-              help="Cap of the timed loop (slow models stop here with fewer runs).")
+@click.option("--min-seconds", type=FINITE_SECONDS, default=1.0, show_default=True,
+              callback=_finite, help="Minimum timed seconds per figure.")
+@click.option("--max-seconds", type=FINITE_SECONDS, default=10.0, show_default=True,
+              callback=_finite, help="Cap of the timed loop (slow models stop here with fewer runs).")
 @click.option("--warmup-runs", type=click.IntRange(0), default=5, show_default=True)
 @click.option("--data", type=click.Path(path_type=Path),
               help="Feed real images from this folder (default: random inputs).")
-@click.option("--image-size", type=int, help="Image size (default: the model's input size).")
+@click.option("--image-size", type=click.IntRange(1),
+              help="Image size (default: the model's input size).")
 @click.option("--scaling", type=click.Choice(["-1..1", "0..1", "0..255", "imagenet"]),
               default="-1..1", show_default=True, help="Pixel scaling the model expects.")
 @click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb",
               show_default=True)
-@click.option("--images", type=click.IntRange(1), default=16, show_default=True,
+@click.option("--images", type=click.IntRange(1, 10_000), default=16, show_default=True,
               help="How many inputs to cycle through.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def bench(model: Path, threads: str | None, delegates: str, runs: int, min_seconds: float,
@@ -310,7 +321,9 @@ def _print_bench(report: dict) -> None:
 
     from quantbench.console import out
 
-    table = Table(title=f"{report['model']} ({report['size_bytes'] / 1e6:.2f} MB)",
+    from rich.text import Text
+
+    table = Table(title=Text(f"{report['model']} ({report['size_bytes'] / 1e6:.2f} MB)"),
                   header_style="bold", title_justify="left")  # fmt: skip
     columns = ["threads", "delegate", "runs", "init", "first", "median", "mean", "std", "min",
                "p90", "p95", "max", "cpu", "peak RSS"]  # fmt: skip
@@ -494,8 +507,45 @@ def _error(message: str, tip: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Names are bytes on Linux: an undecodable one prints as a backslash escape, never as a
+    # UnicodeEncodeError after the run (stderr does this by default, stdout does not).
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    from quantbench.interrupt import signals_raise
+
+    with signals_raise():
+        _main(argv)
+
+
+def _exit_for_signal() -> None:
+    """A stop signal whose exception reached the boundary as another one (see
+    interrupt.received): report the signal, not what it was turned into."""
+    from quantbench.interrupt import Terminated, received
+
+    signum = received()
+    if signum is not None:
+        _stopped(Terminated(signum))
+
+
+def _stopped(e: KeyboardInterrupt) -> None:
+    """Ctrl-C, or SIGTERM/SIGHUP (interrupt.Terminated): say which, exit 128 + the signal."""
+    from quantbench.interrupt import Terminated
+
+    what = f"stopped by {e.signal_name}" if isinstance(e, Terminated) else "interrupted"
+    _error(f"{what}; results written so far are kept in the run directory", None)
+    sys.exit(e.exit_code if isinstance(e, Terminated) else 130)
+
+
+def _main(argv: list[str] | None) -> None:
+    from quantbench.errors import machine_error
+
     try:
-        cli.main(args=argv, prog_name="quantbench", standalone_mode=False)
+        try:
+            cli.main(args=argv, prog_name="quantbench", standalone_mode=False)
+        except BaseException:
+            _exit_for_signal()  # a stop signal wins over whatever exception it became
+            raise
     except QuantbenchError as e:
         if _VERBOSE["on"]:
             traceback.print_exc()
@@ -508,15 +558,22 @@ def main(argv: list[str] | None = None) -> None:
         hint = f"`quantbench {e.ctx.info_name} --help`" if e.ctx and e.ctx.parent else "`quantbench --help`"
         _error(e.format_message(), f"see {hint}")
         sys.exit(2)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):  # click turns Ctrl-C/SIGTERM into Abort
+            _stopped(e.__cause__)
         _error("aborted", None)
         sys.exit(130)
     except click.ClickException as e:
         _error(e.format_message(), None)
         sys.exit(2)
-    except KeyboardInterrupt:
-        _error("interrupted; results written so far are kept in the run directory", None)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        _stopped(e)
+    except OSError as e:  # the machine refused something (disk full, permissions): say so
+        if _VERBOSE["on"]:
+            traceback.print_exc()
+        error = machine_error(e)
+        _error(error.message, error.tip)
+        sys.exit(error.exit_code)
     except Exception as e:  # noqa: BLE001 - the one boundary for unexpected failures
         if _VERBOSE["on"]:
             traceback.print_exc()

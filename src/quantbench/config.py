@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from quantbench.errors import ConfigError
+from quantbench.errors import ConfigError, read_text_file
 from quantbench.techniques import TechniqueSpec
 from quantbench.suggest import did_you_mean
 
@@ -310,9 +310,7 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or TOML config file into a plain dict (validated later, with the rest)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}", tip="check the --config path")
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "config file", ConfigError)
     try:
         if path.suffix.lower() == ".toml":
             data = tomllib.loads(text)

@@ -1,6 +1,11 @@
 """Terminal output: one rich Console on stderr for progress and logs, tables on stdout.
 
 Progress bars show only when stderr is a terminal, so logs and CI output stay clean.
+
+User strings are data, never markup: both consoles have markup off, so a file name, class
+folder, run name or path such as `[/x]` prints as itself wherever it is interpolated (with
+markup on, rich raised MarkupError on it, sometimes after the run had finished). Styling is
+therefore explicit: a `rich.text.Text` with styles, e.g. `styled("failed", "red")`.
 """
 
 from __future__ import annotations
@@ -19,24 +24,36 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 T = TypeVar("T")
 
 # Not a terminal (CI logs, pipes): rich would assume 80 columns and fold the tables.
-out = Console(width=None if sys.stdout.isatty() else 160)  # results: tables, paths
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # progress, steps, warnings
+out = Console(markup=False, width=None if sys.stdout.isatty() else 160)  # tables, paths
+err = Console(stderr=True, markup=False,
+              width=None if sys.stderr.isatty() else 160)  # progress, steps, warnings  # fmt: skip
+
+
+def styled(text: str, style: str) -> Text:
+    """`text` in a style, as a table cell or part of a line (never parsed as markup)."""
+    return Text(text, style=style)
+
+
+def line(*parts: str | Text | tuple[str, str]) -> Text:
+    """One line from plain strings, Text, or (string, style) pairs; nothing is parsed."""
+    return Text.assemble(*parts)
 
 
 def step(message: str) -> None:
-    err.print(f"[bold cyan]>[/] {message}", highlight=False)
+    err.print(line((">", "bold cyan"), " ", message), highlight=False)
 
 
 def info(message: str) -> None:
-    err.print(f"  {message}", highlight=False)
+    err.print(line("  ", message), highlight=False)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]WARNING[/] {message}", highlight=False)
+    err.print(line(("WARNING", "yellow"), " ", message), highlight=False)
 
 
 def interactive() -> bool:
@@ -50,7 +67,7 @@ def progress(description: str, total: int | None) -> Iterator[callable]:
         yield lambda n=1: None
         return
     columns = [
-        TextColumn("  {task.description}"),
+        TextColumn("  {task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

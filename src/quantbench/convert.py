@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from quantbench import atomic, console
+from quantbench import atomic, children, console
+from quantbench.errors import MachineError, displayable, says_disk_full
 from quantbench.schemes import get_scheme
 
 
@@ -93,7 +93,10 @@ def convert_one(saved_model_dir: str, scheme_name: str, calibration_path: str | 
         model_bytes = converter.convert()
     except Exception as e:  # noqa: BLE001 - every converter failure is recorded, not raised
         return time.perf_counter() - started, _error_line(e)
-    atomic.write_bytes(out_path, model_bytes)
+    try:
+        atomic.write_bytes(out_path, model_bytes)
+    except MachineError as e:  # a full disk: the parent stops the run with this message
+        return time.perf_counter() - started, e.message
     return time.perf_counter() - started, None
 
 
@@ -105,8 +108,8 @@ def _run_worker(saved_model_dir: str, calibration_path: str,
         pending = [job for job in jobs if job[0] not in outcomes]
         request = {"saved_model": saved_model_dir, "calibration": calibration_path, "jobs": pending}
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "quantbench.convert"], input=json.dumps(request),
-                              capture_output=True, text=True)  # fmt: skip
+        done = children.run([sys.executable, "-m", "quantbench.convert"],
+                            input=json.dumps(request))  # fmt: skip
         for line in done.stdout.splitlines():
             if line.startswith("{"):
                 reply = json.loads(line)
@@ -159,10 +162,16 @@ def convert_all(
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="quantbench-") as tmp:
         started = time.perf_counter()
-        saved_model_dir = export_saved_model(model, Path(tmp) / "saved_model")
+        try:
+            saved_model_dir = export_saved_model(model, Path(tmp) / "saved_model")
+        except Exception as e:
+            if says_disk_full(str(e)):
+                raise MachineError(f"the disk is full: cannot export the model to {tmp}",
+                                   tip=DISK_FULL_TIP) from e  # fmt: skip
+            raise
         export_seconds = time.perf_counter() - started
         calibration_path = Path(tmp) / "calibration.npy"
-        np.save(calibration_path, calibration_images.astype(np.float32))
+        atomic.save_npy(calibration_path, calibration_images.astype(np.float32))
         out_paths = {name: str(out_dir / f"{prefix}{name}.tflite") for name in scheme_names}
         jobs = list(out_paths.items())
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
@@ -176,6 +185,7 @@ def convert_all(
                 for future in futures:
                     outcomes.update(future.result())
                     advance()
+    _stop_if_disk_full(outcomes, out_paths)
     conversions: list[Conversion] = []
     for name in scheme_names:
         seconds, error = outcomes[name]
@@ -190,6 +200,22 @@ def convert_all(
             console.warn(f"{prefix}{name} failed to convert: {error}")
         conversions.append(conversion)
     return conversions
+
+
+DISK_FULL_TIP = ("free some space on that file system, or pass --output-dir (or set TMPDIR) to "
+                 "a folder on another disk")  # fmt: skip
+
+
+def _stop_if_disk_full(outcomes: dict[str, tuple[float, str | None]], out_paths: dict[str, str]):
+    """A full disk fails every scheme alike, and is no property of the model: stop the run
+    with that message rather than record "cannot convert" rows (the converter writes its own
+    temporary files too, so its error text is the only sign)."""
+    for name, (_, error) in outcomes.items():
+        if says_disk_full(error):
+            where = displayable(Path(out_paths[name]).parent)
+            message = error if error.startswith("the disk is full") else (
+                f"the disk is full: converting {name} into {where} failed: {error}")
+            raise MachineError(message, tip=DISK_FULL_TIP)
 
 
 def _worker_main() -> None:

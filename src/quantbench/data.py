@@ -22,7 +22,7 @@ import numpy as np
 
 from quantbench import console
 from quantbench.config import DataConfig
-from quantbench.errors import DataError
+from quantbench.errors import DataError, displayable
 from quantbench.preprocess import UnreadableImage, load_image
 from quantbench.results import DataSummary, SkippedFile
 
@@ -54,7 +54,7 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
         data_dir = Path(data_dir).expanduser()
         if not data_dir.is_dir():
             raise DataError(
-                f"data folder not found: {data_dir}",
+                f"data folder not found: {displayable(data_dir)}",
                 tip="pass --data DIR with one sub-folder of images per class",
             )
         return data_dir
@@ -95,12 +95,93 @@ def download_flowers(datasets_dir: Path) -> Path:
     return datasets_dir / "flower_photos"
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _link_target(link: Path, root: Path) -> tuple[Path | None, str | None]:
+    """Where a symbolic link leads, or why it is not followed.
+
+    Links that lead outside the data folder are followed (a class assembled from links into a
+    photo library). Links back into it are not: they would count its photos twice, and a link
+    to the folder itself or an ancestor (`DIR/loop -> DIR`) would make a class of every photo
+    again, or a loop."""
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None, "broken symbolic link"
+    if _inside(target, root) or _inside(root, target):
+        where = "the data folder" if target == root else displayable(target)
+        return None, f"symbolic link back into the data folder ({where}): not followed"
+    return target, None
+
+
+def _skip(path: Path, root: Path, reason: str) -> SkippedFile:
+    return SkippedFile(path=displayable(path.relative_to(root)), reason=reason)
+
+
+def class_folders(root: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """The class sub-folders of `root` (sorted, hidden ones ignored), and what was passed over."""
+    real_root = root.resolve()
+    folders: list[Path] = []
+    skipped: list[SkippedFile] = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_symlink():
+            _, why = _link_target(p, real_root)
+            if why:
+                skipped.append(_skip(p, root, why))
+                continue
+        if p.is_dir():
+            folders.append(p)
+    return folders, skipped
+
+
+def list_images(folder: Path, root: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """Every file under `folder` (sorted, recursively), and what was passed over.
+
+    Hidden files and folders are ignored (`.ipynb_checkpoints/` holds copies of the class's
+    own photos, `.DS_Store` is no photo); symbolic links are followed as `_link_target` says."""
+    real_root = root.resolve()
+    files: list[Path] = []
+    skipped: list[SkippedFile] = []
+    seen: set[Path] = {folder.resolve()}
+
+    def walk(directory: Path) -> None:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as e:
+            skipped.append(_skip(directory, root, f"unreadable folder: {e.strerror or e}"))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink():
+                target, why = _link_target(path, real_root)
+                if why:
+                    skipped.append(_skip(path, root, why))
+                elif target.is_dir() and target not in seen:  # a loop outside is walked once
+                    seen.add(target)
+                    walk(path)
+                elif target.is_file():
+                    files.append(path)
+            elif entry.is_dir(follow_symlinks=False):
+                walk(path)
+            elif entry.is_file(follow_symlinks=False):
+                files.append(path)
+
+    walk(folder)
+    return sorted(files), sorted(skipped, key=lambda s: s.path)
+
+
 def check_class_folders(root: Path) -> list[Path]:
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders, _ = class_folders(root)
     if len(folders) < 2:
-        found = ", ".join(p.name for p in folders) or "none"
+        found = ", ".join(displayable(p.name) for p in folders) or "none"
         raise DataError(
-            f"{root} needs at least 2 class sub-folders, found {len(folders)} ({found})",
+            f"{displayable(root)} needs at least 2 class sub-folders, found {len(folders)} ({found})",
             tip="arrange images as DIR/<class name>/<image files>",
         )
     return folders
@@ -140,22 +221,28 @@ def _split(groups: list[tuple[str, int]], fraction: float, seed: int) -> np.ndar
 def load_dataset(cfg: DataConfig) -> Dataset:
     root = resolve_data_dir(cfg.dir)
     folders = check_class_folders(root)
-    classes = [f.name for f in folders]
+    _, passed_over = class_folders(root)
+    classes = [displayable(f.name) for f in folders]  # results.json and terminals need text
     files: list[tuple[Path, int]] = []
     rng = np.random.default_rng(cfg.split_seed)
     for label, folder in enumerate(folders):
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        paths, skipped_here = list_images(folder, root)
+        passed_over += skipped_here
         if cfg.max_images_per_class and len(paths) > cfg.max_images_per_class:
             paths = sorted(rng.permutation(paths)[: cfg.max_images_per_class].tolist())
         files += [(p, label) for p in paths]
 
     size = cfg.image_size
-    with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1)) as pool:
+    pool = ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1))
+    try:
         reads = list(console.track(pool.map(lambda f: _read(f[0], size), files),
                                    f"reading {len(files)} images", total=len(files)))  # fmt: skip
+    finally:
+        # Interrupted (Ctrl-C, SIGTERM): drop the images not read yet instead of reading them all.
+        pool.shutdown(wait=True, cancel_futures=True)
 
-    skipped = [SkippedFile(path=str(p.relative_to(root)), reason=why)
-               for (p, _), (_, _, why) in zip(files, reads) if why]  # fmt: skip
+    skipped = passed_over + [_skip(p, root, why)
+                             for (p, _), (_, _, why) in zip(files, reads) if why]  # fmt: skip
     keep = [i for i, (_, _, why) in enumerate(reads) if not why]
     for s in skipped:
         console.warn(f"skipped {s.path}: {s.reason}")
@@ -164,7 +251,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     empty = [c for c, n in counts.items() if n < 2]
     if empty:
         raise DataError(
-            f"class folder(s) with fewer than 2 readable images: {', '.join(empty)} (in {root})",
+            f"class folder(s) with fewer than 2 readable images: {', '.join(empty)} "
+            f"(in {displayable(root)})",
             tip="add images to those folders or remove them",
         )
     digests = [reads[i][1] for i in keep]
@@ -172,7 +260,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     images = np.stack([reads[i][0] for i in keep])
     duplicate_groups = len(digests) - len(set(digests))
     summary = DataSummary(
-        source=str(root),
+        source=displayable(root),
         classes=classes,
         class_counts=counts,
         train_count=int((~is_val).sum()),

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from quantbench import litert
-from quantbench.errors import QuantbenchError
+from quantbench import atomic, children, litert
+from quantbench.errors import MachineError, QuantbenchError, displayable, says_disk_full
 
 # Worker timeout per request: start-up plus a generous per-image allowance (reference kernels
 # of a large model run ~0.1 s an image here); it only guards against a hung kernel.
@@ -210,7 +210,11 @@ class EvalWorker:
         self._tmp = tempfile.TemporaryDirectory(prefix="quantbench-eval-")
         self._dir = Path(self._tmp.name)
         self._images = len(inputs)
-        np.save(self._dir / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
+        try:
+            atomic.save_npy(self._dir / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
+        except BaseException:
+            self._tmp.cleanup()
+            raise
         self._process: subprocess.Popen | None = None
 
     # The child's command line (the inputs file is appended); tests substitute a crashing one.
@@ -219,7 +223,7 @@ class EvalWorker:
     def _start(self) -> subprocess.Popen:
         log = open(self._dir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
         try:
-            return subprocess.Popen(
+            return children.popen(
                 [*self.command, str(self._dir / "inputs.npy")],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
             )  # fmt: skip
@@ -255,9 +259,14 @@ class EvalWorker:
         if not line:
             self._process.kill()
             code = self._process.wait()
+            children.release(self._process)
             self._process = None
             what = _crash_reason(code) if code != -signal.SIGKILL else f"no answer in {timeout:.0f} s"
             detail = self._last_log_line()
+            if says_disk_full(detail):  # the worker could not write its scores: not the model
+                raise MachineError(f"the disk is full: the evaluation worker cannot write to "
+                                   f"{displayable(self._dir)} ({detail})",
+                                   tip="free some space there, or set TMPDIR to another disk")
             raise EvaluationError(
                 f"LiteRT failed while scoring {Path(model_path).name} ({what})"
                 + (f": {detail}" if detail else ""),
@@ -270,15 +279,19 @@ class EvalWorker:
         return np.load(out), float(reply["seconds"])
 
     def close(self) -> None:
-        if self._process is not None:
-            self._process.stdin.close()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        self._tmp.cleanup()
+        process, self._process = self._process, None
+        try:
+            if process is not None:
+                try:
+                    process.stdin.close()  # the worker exits at the end of its input
+                    process.wait(timeout=10)
+                except (OSError, subprocess.TimeoutExpired):  # killed already, or hung
+                    process.kill()
+                    process.wait()
+                finally:
+                    children.release(process)
+        finally:
+            self._tmp.cleanup()  # the scaled images (~100 MB): gone on every exit path
 
     def __enter__(self) -> EvalWorker:
         return self

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantbench import atomic, children
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
@@ -138,9 +139,11 @@ def load_inputs(data_dir: str | Path, preprocessing: Preprocessing, count: int =
     root = Path(data_dir)
     if not root.is_dir():
         raise LatencyError(f"image folder not found: {root}", tip="pass --data DIR with images")
-    groups = [sorted(p for p in d.rglob("*") if p.is_file()) for d in sorted(root.iterdir())
-              if d.is_dir() and not d.name.startswith(".")]  # fmt: skip
-    groups.append(sorted(p for p in root.iterdir() if p.is_file()))
+    from quantbench.data import class_folders, list_images
+
+    # The same files `run` and `quantize` would read: no hidden ones, no links back into DIR.
+    groups = [list_images(d, root)[0] for d in class_folders(root)[0]]
+    groups.append(sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")))
     # Round-robin over class folders so a few images still cover several classes.
     ordered = [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
     images = []
@@ -287,15 +290,13 @@ def run_measurement(model_path: str | Path, inputs: np.ndarray, threads: int, xn
 def _run_in_worker(spec: dict[str, Any], inputs: np.ndarray) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="quantbench-latency-") as tmp:
         inputs_path = Path(tmp) / "inputs.npy"
-        np.save(inputs_path, np.ascontiguousarray(inputs, dtype=np.float32))
+        atomic.save_npy(inputs_path, np.ascontiguousarray(inputs, dtype=np.float32))
         spec = {**spec, "inputs": str(inputs_path)}
         # Generous: warm-up and timed loops are capped; this only guards against a hung kernel.
         timeout = 120 + 3 * (spec["max_seconds"] + spec["warmup_seconds"])
         try:
-            done = subprocess.run(
-                [sys.executable, "-m", "quantbench.latency"],
-                input=json.dumps(spec), capture_output=True, text=True, timeout=timeout,
-            )  # fmt: skip
+            done = children.run([sys.executable, "-m", "quantbench.latency"],
+                                input=json.dumps(spec), timeout=timeout)  # fmt: skip
         except subprocess.TimeoutExpired:
             raise LatencyError(f"latency worker for {spec['model']} did not finish in "
                                f"{timeout:.0f} s", tip="the model may hang LiteRT") from None  # fmt: skip

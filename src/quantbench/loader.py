@@ -86,6 +86,17 @@ def import_custom_objects(spec: str | None) -> dict[str, Any]:
             f"cannot import the custom-objects module {spec!r}: {e}",
             tip="pass an importable module (e.g. my_layers, run from its folder) or a .py file",
         ) from e
+    except SyntaxError as e:
+        raise ModelError(
+            f"the custom-objects module {spec!r} has a syntax error: {e.msg} "
+            f"({e.filename}, line {e.lineno})", tip="fix that line; the module must import",
+        ) from None  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - the user's module runs its own code on import
+        where = _user_frame(e)
+        raise ModelError(
+            f"the custom-objects module {spec!r} raised {type(e).__name__} while importing: "
+            f"{str(e)[:300]}{where}", tip="fix the module so that it imports cleanly",
+        ) from e  # fmt: skip
     found: dict[str, Any] = {}
     for name, value in vars(module).items():
         if name.startswith("_") or not isinstance(value, type):
@@ -104,6 +115,14 @@ def import_custom_objects(spec: str | None) -> dict[str, Any]:
             tip="define your layers there, or a CUSTOM_OBJECTS = {'Name': object} dict",
         )
     return found
+
+
+def _user_frame(error: BaseException) -> str:
+    """' (file, line N)' of the innermost traceback frame, where the user's code failed."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" ({tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno})" if tb else ""
 
 
 # --- reading the Keras config without deserializing -------------------------------------

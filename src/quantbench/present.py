@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.markup import escape
-
 from quantbench import console
 from quantbench.results import RunResults
 
@@ -17,11 +15,11 @@ from quantbench.results import RunResults
 def show_event(level: str, text: str) -> None:
     """The CLI's event sink. Event texts hold user strings (paths, class names): never markup."""
     if level == "step":
-        console.err.print(f"[bold cyan]>[/] {escape(text)}", highlight=False)
+        console.step(text)
     elif level == "warn":
-        console.err.print(f"[yellow]WARNING[/] {escape(text)}", highlight=False)
+        console.warn(text)
     else:
-        console.err.print(f"  {escape(text)}", highlight=False)
+        console.info(text)
 
 
 def show_run(results: RunResults, run_dir: Path, command: str) -> None:

@@ -206,6 +206,7 @@ def train_qat(params, *, float_model, job) -> tuple[Any, TrainingResult]:
 def training_table(results) -> Any:
     """Training cost per model and repeat: seconds per epoch, total, and QAT/float ratio."""
     from rich.table import Table
+    from rich.text import Text
 
     from quantbench.stats import training_cost
 
@@ -219,7 +220,7 @@ def training_table(results) -> Any:
 
     for row in training_cost(results):
         table.add_row(
-            row["name"], str(row["repeat"]), str(row["epochs"]), num(row["steady_seconds_per_epoch"]),
+            Text(row["name"]), str(row["repeat"]), str(row["epochs"]), num(row["steady_seconds_per_epoch"]),
             num(row["seconds_per_epoch"]), num(row["total_seconds"]),
             "" if row["recipe"] == "float" else num(row["ratio_to_float"], 2, "x"),
         )  # fmt: skip

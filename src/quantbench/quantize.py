@@ -30,7 +30,7 @@ import numpy as np
 
 from quantbench.execute import BaseSource, silent
 from quantbench.config import REPORTING_FLAGS, RunConfig, flag_keys
-from quantbench.errors import ConfigError, ConversionError, DataError, ModelError
+from quantbench.errors import ConfigError, ConversionError, DataError, ModelError, displayable, read_text_file
 
 # API keywords (the CLI's flags use the same names), each setting config.FLAG_KEYS' key.
 OPTIONS = flag_keys(
@@ -131,9 +131,8 @@ def build_config(
 
 def read_labels(path: Path) -> list[str]:
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"labels file not found: {path}", tip="one class name per line")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    text = read_text_file(path, "labels file", DataError)
+    names = [line.strip() for line in text.splitlines()]
     names = [n for n in names if n]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -149,7 +148,7 @@ def class_order(cfg: RunConfig, num_outputs: int) -> list[str]:
     from quantbench.data import check_class_folders, resolve_data_dir
 
     root = resolve_data_dir(cfg.data.dir)
-    folders = [f.name for f in check_class_folders(root)]
+    folders = [displayable(f.name) for f in check_class_folders(root)]  # as load_dataset names them
     if cfg.data.labels_file is None:
         order, source = folders, f"{len(folders)} class folders in {root}"
     else:

@@ -272,20 +272,19 @@ def stored(results: RunResults) -> Recommendation | None:
 
 
 def print_recommendation(rec: Recommendation) -> None:
-    from rich.markup import escape
-
-    from quantbench.console import out
+    from quantbench.console import line, out
 
     if rec.chosen:
-        out.print(f"\n[bold green]recommended:[/] [bold]{escape(rec.chosen)}[/]", highlight=False)
+        out.print(line("\n", ("recommended:", "bold green"), " ", (rec.chosen, "bold")),
+                  highlight=False)  # fmt: skip
     else:
-        out.print("\n[bold yellow]no variant fits the constraints[/]", highlight=False)
-    out.print(f"  {escape(rec.reason)}", highlight=False)
+        out.print(line("\n", ("no variant fits the constraints", "bold yellow")), highlight=False)
+    out.print(line("  ", rec.reason), highlight=False)
     if rec.pareto:
-        out.print(f"  Pareto set (accuracy, size, latency): {escape(', '.join(rec.pareto))}",
+        out.print(line("  Pareto set (accuracy, size, latency): ", ", ".join(rec.pareto)),
                   highlight=False)  # fmt: skip
     for name, why in rec.ruled_out.items():
-        out.print(f"  [dim]ruled out {escape(name)}: {escape('; '.join(why))}[/]", highlight=False)
+        out.print(line((f"  ruled out {name}: {'; '.join(why)}", "dim")), highlight=False)
 
 
 class _CallableModule(types.ModuleType):

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from quantbench import atomic
-from quantbench.errors import QuantbenchError
+from quantbench.errors import QuantbenchError, displayable, machine_error
 from quantbench.plan import VariantSpec
 
 RESULTS_SCHEMA_VERSION = 2  # 2: every variant carries its spec and id; typed extras
@@ -228,6 +229,7 @@ class RunResults(_Model):
     schema_version: int = RESULTS_SCHEMA_VERSION
     name: str
     command: str = "run"
+    # interrupted: stopped by a signal (SIGTERM, SIGINT, SIGHUP); failed: stopped by an error.
     status: Literal["running", "complete", "failed", "interrupted"] = "running"
     created: str
     finished: str | None = None
@@ -262,8 +264,16 @@ class RunResults(_Model):
 def save(results: RunResults, run_dir: str | Path) -> Path:
     """Write results.json and results.csv atomically; safe to call after every step."""
     run_dir = Path(run_dir)
-    path = atomic.write_text(run_dir / RESULTS_FILE, results.model_dump_json(indent=2) + "\n")
-    atomic.write_text(run_dir / CSV_FILE, to_csv(results))
+    clean = results
+    try:
+        text = results.model_dump_json(indent=2)
+    except PydanticSerializationError:
+        # A string that is no valid Unicode (an undecodable file name that reached a field
+        # without errors.displayable): escape it rather than lose every measurement.
+        clean = RunResults.model_validate(_displayable(results.model_dump()))
+        text = clean.model_dump_json(indent=2)
+    path = atomic.write_text(run_dir / RESULTS_FILE, text + "\n")
+    atomic.write_text(run_dir / CSV_FILE, to_csv(clean))
     return path
 
 
@@ -278,11 +288,15 @@ def load(run_dir_or_file: str | Path) -> RunResults:
         )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise QuantbenchError(f"cannot read {path}: {e}", tip="the file is damaged; re-run") from e
+    except OSError as e:
+        raise machine_error(e, path) from e
+    except ValueError as e:
+        raise QuantbenchError(f"cannot read {displayable(path)}: {e}",
+                              tip="the file is damaged; re-run") from e  # fmt: skip
     if not isinstance(raw, dict):
-        raise QuantbenchError(f"{path} does not hold a results object (found a JSON "
-                              f"{type(raw).__name__})", tip="pass a results.json written by quantbench")
+        raise QuantbenchError(
+            f"{displayable(path)} is not a quantbench results file: it holds a JSON "
+            f"{_json_type(raw)}, not an object", tip=_NOT_RESULTS_TIP)  # fmt: skip
     version = raw.get("schema_version")
     if not isinstance(version, int) or version > RESULTS_SCHEMA_VERSION:
         raise QuantbenchError(
@@ -296,9 +310,10 @@ def load(run_dir_or_file: str | Path) -> RunResults:
         return RunResults.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise QuantbenchError(f"{path} is not a valid results file: {where}: {first['msg']}",
-                              tip="the file is damaged or was not written by quantbench") from None
+        where = ".".join(str(p) for p in first["loc"]) or "the top level"
+        more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+        raise QuantbenchError(f"{displayable(path)} is malformed: {where}: {first['msg']}{more}",
+                              tip=_NOT_RESULTS_TIP) from None  # fmt: skip
 
 
 def _upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
@@ -355,6 +370,25 @@ def decode_classes(text: str):
     if dtype is None:
         raise ValueError(f"unknown class encoding {kind!r}")
     return np.frombuffer(base64.b64decode(data), dtype=dtype).astype(np.int64)
+
+
+_NOT_RESULTS_TIP = "pass a run directory written by `quantbench run` or `quantbench quantize`"
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _displayable(value: Any) -> Any:
+    """Every string in a dumped structure (keys too) made valid UTF-8 (errors.displayable)."""
+    if isinstance(value, str):
+        return displayable(value)
+    if isinstance(value, dict):
+        return {_displayable(k): _displayable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_displayable(v) for v in value]
+    return value
 
 
 CSV_COLUMNS = [

@@ -9,6 +9,7 @@ is the caller's business: events go to `emit`, and the CLI draws the tables from
 
 from __future__ import annotations
 
+import errno
 import re
 import time
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ import yaml
 from quantbench import atomic, environment, results as results_mod
 from quantbench.config import RunConfig
 from quantbench.execute import BaseSource, Context, Emit, Executor, Resources, keep_for_resume, silent
+from quantbench.errors import machine_error
 from quantbench.results import RunResults
 
 CONFIG_FILE = "config.yaml"
@@ -38,7 +40,10 @@ def create_run_dir(output_dir: Path, name: str) -> Path:
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as e:  # --output-dir is a file, read-only, not ours: say which
+        raise machine_error(e, output_dir if e.errno == errno.ENOTDIR else None) from e
     return path
 
 
@@ -158,7 +163,9 @@ def orchestrate(
     except BaseException as e:
         if ctx is not None:
             ctx.close()
-        interrupted = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "Terminated"
+        from quantbench.interrupt import received
+
+        interrupted = isinstance(e, KeyboardInterrupt) or received() is not None
         finish(results, run_dir, started, "interrupted" if interrupted else "failed")
         write_report(results, run_dir, emit)  # what was measured stays viewable
         raise

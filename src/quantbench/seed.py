@@ -25,6 +25,7 @@ from typing import Any
 from rich.table import Table
 
 from quantbench import intervals, stats
+from quantbench.console import styled
 from quantbench.results import RunResults, VariantResult
 
 SEED_FILE = "seed_report.json"
@@ -331,7 +332,7 @@ def verdicts_table(results: RunResults) -> Table:
     colour = {HOLDS: "green", FAILS: "red", UNSURE: "yellow"}
     for v in results.extras.get("seed_comparison", []):
         table.add_row(f"({v['key']}) {v['claim']}", v["seed"], v["ours"],
-                      f"[{colour[v['verdict']]}]{v['verdict']}[/]", v["reason"])  # fmt: skip
+                      styled(v["verdict"], colour[v["verdict"]]), v["reason"])  # fmt: skip
     return table
 
 

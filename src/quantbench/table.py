@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
-from quantbench.console import out
+from quantbench.console import line, out, styled
 from quantbench.results import RunResults, VariantResult
 
 
@@ -31,7 +32,9 @@ def _latency(v: VariantResult, threads: int) -> str:
 
 def results_table(results: RunResults, repeat: int = 0) -> Table:
     threads = sorted({r.threads for v in results.variants for r in v.latency})
-    table = Table(title=f"quantbench: {results.name}", header_style="bold", title_justify="left")
+    # Names are the user's: Text cells, so no console (ours or a caller's) reads them as markup.
+    table = Table(title=Text(f"quantbench: {results.name}"), header_style="bold",
+                  title_justify="left")  # fmt: skip
     table.add_column("variant")
     table.add_column("policy")
     table.add_column("size MB", justify="right")
@@ -46,12 +49,12 @@ def results_table(results: RunResults, repeat: int = 0) -> Table:
         size = "-" if v.size_bytes is None else f"{v.size_bytes / 1e6:.2f}"
         convert = "-" if v.convert_seconds is None else f"{v.convert_seconds:.1f}"
         if v.status == "failed":
-            cells = ["[red]failed[/]", "", "", "", "", *[""] * len(threads), ""]
-            table.add_row(v.variant, v.policy, *cells, style="dim")
+            cells = [styled("failed", "red"), "", "", "", "", *[""] * len(threads), ""]
+            table.add_row(Text(v.variant), Text(v.policy), *cells, style="dim")
             continue
         name = v.variant if v.status == "ok" else f"{v.variant} (= {v.identical_to})"
         table.add_row(
-            name, v.policy, size, _pct(v.accuracy, v.accuracy_ci),
+            Text(name), Text(v.policy), size, _pct(v.accuracy, v.accuracy_ci),
             _pct(v.agreement, v.agreement_ci), *_difference(v),
             *[_latency(v, t) for t in threads], convert,
         )  # fmt: skip
@@ -86,7 +89,7 @@ def print_results(results: RunResults) -> None:
         out.print(line, highlight=False, markup=False)
     for v in results.rows(0):
         if v.status == "failed":
-            out.print(f"[red]{v.variant}[/] failed: {v.error}", highlight=False)
+            out.print(line((v.variant, "red"), f" failed: {v.error}"), highlight=False)
     for v in results.rows(0):
         for note in v.notes:
-            out.print(f"[yellow]note[/] {v.variant}: {note}", highlight=False)
+            out.print(line(("note", "yellow"), f" {v.variant}: {note}"), highlight=False)
