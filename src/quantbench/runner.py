@@ -119,7 +119,9 @@ def evaluate_source(
     prefix = "" if source == "float" else f"{source}_"
     console.step(f"converting the {source} model: {', '.join(scheme_names)}")
     started = time.perf_counter()
-    conversions = convert_all(model, scheme_names, ctx.calibration_inputs, out_dir, prefix=prefix)
+    with console.progress(f"converting {len(scheme_names)} schemes", len(scheme_names)) as advance:
+        conversions = convert_all(model, scheme_names, ctx.calibration_inputs, out_dir,
+                                  prefix=prefix, on_progress=lambda *_: advance())  # fmt: skip
     console.info(f"converted in {time.perf_counter() - started:.1f} s")
     rows: list[VariantResult] = []
     for conversion in conversions:
@@ -130,6 +132,7 @@ def evaluate_source(
         )  # fmt: skip
         if conversion.error:
             row.status, row.error = "failed", conversion.error
+            console.warn(f"{prefix}{scheme.name} failed to convert: {conversion.error}")
         else:
             row.path = str(conversion.path.relative_to(ctx.run_dir))
             row.size_bytes = conversion.path.stat().st_size
