@@ -88,3 +88,13 @@ def tiny_models() -> dict[str, Path]:
     from tests.test_latency import build_tiny_models
 
     return build_tiny_models()
+
+
+@pytest.fixture
+def worker_ops(monkeypatch):
+    """Worker children also load the test ops of tests/worker_ops.py (their `predict` and
+    `convert` crash or hang on chosen names, and otherwise do the real work)."""
+    from quantbench import workers
+
+    monkeypatch.setenv(workers.PLUGINS_ENV, "tests.worker_ops")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))

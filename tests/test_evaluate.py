@@ -104,40 +104,23 @@ def test_delegated_convolutions_keep_one_interpreter(tflite_files, scheme, monke
     assert opened == [2]
 
 
-# The real worker, except that a model named crash.tflite (or $CRASH_ON) segfaults it, and
-# hang.tflite hangs it.
-FAULTY_WORKER = """
-import os, signal, sys, time
-from quantbench import evaluate
-real = evaluate.timed_predict
-def faulty(model, *args):
-    if model.endswith(os.environ.get("CRASH_ON", "crash.tflite")):
-        os.kill(os.getpid(), signal.SIGSEGV)
-    if model.endswith("hang.tflite"):
-        time.sleep(60)
-    return real(model, *args)
-evaluate.timed_predict = faulty
-evaluate._worker(sys.argv[1])
-"""
-
-
-def test_worker_scores_like_in_process_and_survives_a_crash_and_a_hang(tflite_files, tmp_path, monkeypatch):
-    import sys
-
+def test_worker_scores_like_in_process_and_survives_a_crash_and_a_hang(
+    tflite_files, tmp_path, monkeypatch, worker_ops
+):
+    # worker_ops: a model named crash.tflite segfaults the worker, hang.tflite hangs it.
     from quantbench import evaluate
 
-    monkeypatch.setattr(evaluate.EvalWorker, "command", (sys.executable, "-c", FAULTY_WORKER))
     inputs = np.random.default_rng(4).uniform(-1, 1, (21, 24, 24, 3)).astype(np.float32)
     with evaluate.EvalWorker(inputs) as worker:
         scores, seconds = worker.predict(tflite_files["int8_io"], threads=1, batch_size=8)
         np.testing.assert_array_equal(scores, predict_tflite(tflite_files["int8_io"], inputs, 1, 8))
         assert seconds > 0
-        first_pid = worker._process.pid
+        first_pid = worker._worker.pid
 
         with pytest.raises(evaluate.EvaluationError, match=r"crash\.tflite \(killed by SIGSEGV\)"):
             worker.predict(tmp_path / "crash.tflite", threads=1)
         scores, _ = worker.predict(tflite_files["float32"], threads=1)  # a fresh worker
-        assert worker._process.pid != first_pid
+        assert worker._worker.pid != first_pid
         np.testing.assert_array_equal(scores, predict_tflite(tflite_files["float32"], inputs, 1))
 
         monkeypatch.setattr(evaluate, "WORKER_START_SECONDS", 2)
@@ -150,17 +133,14 @@ def test_worker_scores_like_in_process_and_survives_a_crash_and_a_hang(tflite_fi
         assert worker.predict(tflite_files["int8"], threads=1)[0].shape == (21, 4)
 
 
-def test_a_crash_while_scoring_one_variant_fails_that_row_only(tmp_path, monkeypatch):
+def test_a_crash_while_scoring_one_variant_fails_that_row_only(tmp_path, monkeypatch, worker_ops):
     import json
-    import sys
 
     import tf_keras as keras
 
     import quantbench
-    from quantbench import evaluate
     from tests.conftest import make_image_folder
 
-    monkeypatch.setattr(evaluate.EvalWorker, "command", (sys.executable, "-c", FAULTY_WORKER))
     monkeypatch.setenv("CRASH_ON", "/int8.tflite")
     photos = make_image_folder(tmp_path / "photos", per_class=8, size=24)
     keras.utils.set_random_seed(0)

@@ -1,14 +1,13 @@
 """Every child process quantbench starts, registered in one place so a signal can stop them all.
 
-The evaluation worker (evaluate.EvalWorker), the latency workers (latency._run_worker) and the
-converter workers (convert._run_worker) start their processes through `popen`/`run` here.
+Every worker process (workers.Worker: conversion, evaluation, latency) is started through
+`popen` here.
 On SIGTERM/SIGINT, `interrupt` calls `stop_all()`: every live child is killed at once (a
 converter mid-conversion, a worker mid-measurement), and no new one may start while the run
 unwinds (a converter thread would otherwise restart its "crashed" worker).
 
-Seam for the workers refactor: `workers.close_all()` (which also sets PR_SET_PDEATHSIG, so a
-SIGKILLed parent takes its children along) replaces `stop_all`; `popen`/`run` become its
-spawn functions. Nothing else calls into this module.
+A SIGKILLed parent cannot call anything: its workers set PR_SET_PDEATHSIG (workers.py) and
+die with it.
 """
 
 from __future__ import annotations

@@ -3,31 +3,35 @@
 `TFLiteConverter.from_keras_model` traces the model and `tf.saved_model.save(model)` writes
 every Keras layer's functions, which the converter then spends most of its time loading back
 (measured: 7 of 9 s). We export a lean SavedModel once, holding only the variables and the one
-inference function, so each conversion costs about 2 s. Conversions run in a few worker
-processes (`python -m quantbench.convert`), each handling several schemes: a converter crash
-costs one scheme, not the run, and the converter's C++ log lines stay off the terminal.
-A scheme that fails is recorded with the converter's message; the others go on. Files
-byte-identical to an earlier one of the same source (e.g. float16 on a QAT model) are marked
-`identical` instead of being measured again.
+inference function, so each conversion costs about 2 s. Conversions are `convert` requests to a
+few long-lived workers (quantbench.workers), each importing TensorFlow once and converting
+several schemes: a converter crash or hang costs one scheme, not the run, and the converter's
+C++ log lines stay off the terminal. A scheme that fails is recorded with the converter's
+message; the others go on. Files byte-identical to an earlier one of the same source (e.g.
+float16 on a QAT model) are marked `identical` instead of being measured again.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import queue
 import re
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from quantbench import atomic, children, console
+from quantbench import atomic
 from quantbench.errors import MachineError, displayable, says_disk_full
-from quantbench.schemes import get_scheme
+from quantbench.workers import Worker, WorkerError, scratch_dir
+
+# Per conversion. MobileNetV2 0.35 at 128 px takes 2.1-5.3 s a scheme here (benchmarks/README),
+# int16x8 the slowest; 600 s is >100x that, so it only fires on a hung converter, never on a
+# large model on a loaded machine.
+CONVERT_TIMEOUT_SECONDS = 600.0
 
 
 @dataclass
@@ -79,17 +83,26 @@ def _error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {picked[:400]}"
 
 
-def convert_one(saved_model_dir: str, scheme_name: str, calibration_path: str | None,
+def resolve_scheme(spec: dict[str, Any]):
+    """The registry entry and typed parameters a conversion spec `{"name", "params"}` asks for."""
+    from quantbench.techniques import TechniqueSpec
+    from quantbench.techniques.conversions import conversion_of
+
+    return conversion_of(TechniqueSpec.model_validate(spec))
+
+
+def convert_one(saved_model_dir: str, spec: dict[str, Any], calibration_path: str | None,
                 out_path: str) -> tuple[float, str | None]:  # fmt: skip
     """Convert with one scheme (in a worker process); returns (seconds, error or None)."""
     import quantbench  # noqa: F401  - selects Keras 2 before TensorFlow loads
     import tensorflow as tf
 
+    scheme, params = resolve_scheme(spec)
+    calibration = calibration_path if scheme.needs_representative_dataset else None
     started = time.perf_counter()
     try:
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        scheme = get_scheme(scheme_name)
-        scheme.configure(converter, _representative_dataset(calibration_path), scheme.params())
+        scheme.configure(converter, _representative_dataset(calibration), params)
         model_bytes = converter.convert()
     except Exception as e:  # noqa: BLE001 - every converter failure is recorded, not raised
         return time.perf_counter() - started, _error_line(e)
@@ -100,27 +113,62 @@ def convert_one(saved_model_dir: str, scheme_name: str, calibration_path: str | 
     return time.perf_counter() - started, None
 
 
-def _run_worker(saved_model_dir: str, calibration_path: str,
-                jobs: list[tuple[str, str]]) -> dict[str, tuple[float, str | None]]:  # fmt: skip
-    """Convert `jobs` [(scheme, out_path)] in one worker process; survive its crashes."""
-    outcomes: dict[str, tuple[float, str | None]] = {}
-    while len(outcomes) < len(jobs):
-        pending = [job for job in jobs if job[0] not in outcomes]
-        request = {"saved_model": saved_model_dir, "calibration": calibration_path, "jobs": pending}
-        started = time.perf_counter()
-        done = children.run([sys.executable, "-m", "quantbench.convert"],
-                            input=json.dumps(request))  # fmt: skip
-        for line in done.stdout.splitlines():
-            if line.startswith("{"):
-                reply = json.loads(line)
-                outcomes[reply["scheme"]] = (reply["seconds"], reply["error"])
-        if done.returncode != 0:
-            # The worker died (a converter crash, out of memory): charge the scheme it was on.
-            crashed = next(name for name, _ in pending if name not in outcomes)
-            tail = [ln for ln in done.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
-            outcomes[crashed] = (time.perf_counter() - started,
-                                 f"converter process died (exit code {done.returncode}): "
-                                 f"{tail[0].strip()[:300]}")  # fmt: skip
+def convert_request(payload: dict[str, Any]) -> dict[str, Any]:
+    """The worker's `convert` op: {saved_model, spec, calibration, out} -> {seconds, error}."""
+    seconds, error = convert_one(payload["saved_model"], payload["spec"], payload["calibration"],
+                                 payload["out"])  # fmt: skip
+    return {"seconds": seconds, "error": error}
+
+
+Outcome = tuple[float, "str | None"]  # (seconds, error or None)
+
+
+def convert_saved_model(
+    saved_model_dir: str | Path,
+    jobs: list[tuple[dict[str, Any], str | Path]],
+    calibration_path: str | Path | None,
+    workers: int | None = None,
+    *,
+    timeout: float = CONVERT_TIMEOUT_SECONDS,
+    on_done: Callable[[str, Outcome], None] | None = None,
+) -> dict[str, Outcome]:
+    """Convert an exported SavedModel for each job (spec, out_path) in a few workers.
+
+    Returns {out_path: (seconds, error or None)}. A converter crash or a conversion slower than
+    `timeout` seconds fails that job with the reason; the others go on. `on_done(out_path,
+    outcome)` is called as each finishes (from a pool thread).
+    """
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for job in jobs:
+        pending.put(job)
+    count = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    outcomes: dict[str, Outcome] = {}
+
+    def serve() -> None:
+        # Each thread keeps one worker: TensorFlow imported once, several schemes converted.
+        with Worker("convert") as worker:
+            while True:
+                try:
+                    spec, out_path = pending.get_nowait()
+                except queue.Empty:
+                    return
+                payload = {"saved_model": str(saved_model_dir), "spec": spec, "out": str(out_path),
+                           "calibration": None if calibration_path is None else str(calibration_path)}  # fmt: skip
+                started = time.perf_counter()
+                try:
+                    reply = worker.request("convert", payload, timeout)
+                    outcome: Outcome = (reply["seconds"], reply["error"])
+                except WorkerError as e:
+                    error = (f"converter process failed ({e.reason})" if e.reason else e.message)
+                    outcome = (time.perf_counter() - started,
+                               error + (f": {e.detail}" if e.detail else ""))  # fmt: skip
+                outcomes[str(out_path)] = outcome
+                if on_done is not None:
+                    on_done(str(out_path), outcome)
+
+    with ThreadPoolExecutor(count) as pool:
+        for future in [pool.submit(serve) for _ in range(count)]:
+            future.result()
     return outcomes
 
 
@@ -151,16 +199,42 @@ def same_model(a: Path, b: Path, max_size_difference: int = 1024) -> bool:
 
 def convert_all(
     model,
-    scheme_names: list[str],
+    conversions: list[Any],
     calibration_images: np.ndarray,
     out_dir: Path,
     *,
     prefix: str = "",
     workers: int | None = None,
+    on_progress: Callable[[str, Conversion], None] | None = None,
+    timeout: float = CONVERT_TIMEOUT_SECONDS,
 ) -> list[Conversion]:
-    """Convert `model` with each scheme into out_dir/<prefix><scheme>.tflite."""
+    """Convert `model` with each conversion (a TechniqueSpec, or a scheme name) into
+    out_dir/<prefix><name>.tflite.
+
+    `on_progress(f"{prefix}{scheme}", conversion)` is called as each conversion finishes (its
+    `identical_to` is set once all have), from a pool thread. Prints nothing: a failure is in
+    its `Conversion.error`.
+    """
+    from quantbench.techniques.conversions import CONVERSIONS
+
+    specs = [CONVERSIONS.coerce(c) for c in conversions]
+    scheme_names = [spec.name for spec in specs]
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="quantbench-") as tmp:
+    out_paths = {name: str(out_dir / f"{prefix}{name}.tflite") for name in scheme_names}
+    names = {path: name for name, path in out_paths.items()}
+    finished: dict[str, Conversion] = {}
+
+    def done(out_path: str, outcome: Outcome) -> None:
+        name = names[out_path]
+        seconds, error = outcome
+        # The one export serves every scheme: charge each an equal share of it.
+        share = export_seconds / len(out_paths)
+        conversion = Conversion(name, None if error else Path(out_path), seconds + share, error)
+        finished[name] = conversion
+        if on_progress is not None:
+            on_progress(f"{prefix}{name}", conversion)
+
+    with scratch_dir("convert") as tmp:
         started = time.perf_counter()
         try:
             saved_model_dir = export_saved_model(model, Path(tmp) / "saved_model")
@@ -172,32 +246,17 @@ def convert_all(
         export_seconds = time.perf_counter() - started
         calibration_path = Path(tmp) / "calibration.npy"
         atomic.save_npy(calibration_path, calibration_images.astype(np.float32))
-        out_paths = {name: str(out_dir / f"{prefix}{name}.tflite") for name in scheme_names}
-        jobs = list(out_paths.items())
-        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-        # Round-robin: each worker imports TensorFlow once and converts several schemes.
-        groups = [jobs[i::workers] for i in range(workers)]
-        outcomes: dict[str, tuple[float, str | None]] = {}
-        with console.progress(f"converting {len(jobs)} schemes", len(groups)) as advance:
-            with ThreadPoolExecutor(workers) as pool:
-                futures = [pool.submit(_run_worker, str(saved_model_dir), str(calibration_path), g)
-                           for g in groups]  # fmt: skip
-                for future in futures:
-                    outcomes.update(future.result())
-                    advance()
-    _stop_if_disk_full(outcomes, out_paths)
+        jobs = [(spec.model_dump(mode="json"), out_paths[spec.name]) for spec in specs]
+        outcomes = convert_saved_model(saved_model_dir, jobs, calibration_path, workers,
+                                       timeout=timeout, on_done=done)  # fmt: skip
+    _stop_if_disk_full({names[path]: outcome for path, outcome in outcomes.items()}, out_paths)
     conversions: list[Conversion] = []
     for name in scheme_names:
-        seconds, error = outcomes[name]
-        # The one export serves every scheme: charge each an equal share of it.
-        conversion = Conversion(name, None, seconds + export_seconds / len(jobs), error)
-        if error is None:
-            conversion.path = Path(out_paths[name])
+        conversion = finished[name]
+        if conversion.error is None:
             twin = next((c for c in conversions if c.path and c.identical_to is None
                          and same_model(c.path, conversion.path)), None)  # fmt: skip
             conversion.identical_to = twin.scheme if twin else None
-        else:
-            console.warn(f"{prefix}{name} failed to convert: {error}")
         conversions.append(conversion)
     return conversions
 
@@ -216,16 +275,3 @@ def _stop_if_disk_full(outcomes: dict[str, tuple[float, str | None]], out_paths:
             message = error if error.startswith("the disk is full") else (
                 f"the disk is full: converting {name} into {where} failed: {error}")
             raise MachineError(message, tip=DISK_FULL_TIP)
-
-
-def _worker_main() -> None:
-    """`python -m quantbench.convert`: a JSON request on stdin, one JSON line per scheme out."""
-    request = json.loads(sys.stdin.read())
-    for scheme, out_path in request["jobs"]:
-        calibration = request["calibration"] if get_scheme(scheme).needs_representative_dataset else None
-        seconds, error = convert_one(request["saved_model"], scheme, calibration, out_path)
-        print(json.dumps({"scheme": scheme, "seconds": seconds, "error": error}), flush=True)
-
-
-if __name__ == "__main__":
-    _worker_main()

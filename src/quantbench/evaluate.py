@@ -10,19 +10,14 @@ images: most builtin kernels use one thread whatever `num_threads` says, and a p
 delegated model's two thread pools (XNNPACK's and the builtin kernels') contend at every
 partition boundary, badly so on a loaded machine. LiteRT releases the GIL during `invoke`, so Python threads suffice.
 
-`EvalWorker` runs all of this in one long-lived child process, so a LiteRT crash (a segfault in
-a kernel) costs one variant's row instead of the whole run.
+`EvalWorker` runs all of this in one long-lived worker process (quantbench.workers, op
+`predict`), so a LiteRT crash (a segfault in a kernel) costs one variant's row instead of the
+whole run.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import selectors
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from quantbench import atomic, children, litert
+from quantbench import atomic, litert
 from quantbench.errors import MachineError, QuantbenchError, displayable, says_disk_full
+from quantbench.workers import Worker, WorkerError, scratch_dir
 
 # Worker timeout per request: start-up plus a generous per-image allowance (reference kernels
 # of a large model run ~0.1 s an image here); it only guards against a hung kernel.
@@ -190,24 +186,16 @@ def score(
     return scores
 
 
-def _crash_reason(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
 class EvalWorker:
-    """`predict` in a child process started once and fed the inputs once (an .npy file).
+    """`predict` in a worker process started once; the inputs are handed over once (an .npy
+    file the worker loads at its first request).
 
     If LiteRT crashes or hangs on one model, that call raises EvaluationError and the next call
     starts a fresh worker. Use as a context manager, or call `close`.
     """
 
     def __init__(self, inputs: np.ndarray):
-        self._tmp = tempfile.TemporaryDirectory(prefix="quantbench-eval-")
+        self._tmp = scratch_dir("eval")
         self._dir = Path(self._tmp.name)
         self._images = len(inputs)
         try:
@@ -215,83 +203,30 @@ class EvalWorker:
         except BaseException:
             self._tmp.cleanup()
             raise
-        self._process: subprocess.Popen | None = None
-
-    # The child's command line (the inputs file is appended); tests substitute a crashing one.
-    command = (sys.executable, "-m", "quantbench.evaluate")
-
-    def _start(self) -> subprocess.Popen:
-        log = open(self._dir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
-        try:
-            return children.popen(
-                [*self.command, str(self._dir / "inputs.npy")],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-            )  # fmt: skip
-        finally:
-            log.close()
-
-    def _last_log_line(self) -> str:
-        try:
-            lines = (self._dir / "worker.log").read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        lines = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("INFO: Created")]
-        return lines[-1][:300] if lines else ""
+        self._worker = Worker("evaluation")
 
     def predict(self, model_path, threads: int, batch_size: int = 4) -> tuple[np.ndarray, float]:
         """(scores, seconds) as `timed_predict` gives them, measured inside the worker."""
-        if self._process is None or self._process.poll() is not None:
-            self._process = self._start()
         out = self._dir / "scores.npy"
-        request = {"model": str(model_path), "threads": int(threads),
-                   "batch_size": int(batch_size), "out": str(out)}  # fmt: skip
+        payload = {"inputs": str(self._dir / "inputs.npy"), "model": str(model_path),
+                   "threads": int(threads), "batch_size": int(batch_size), "out": str(out)}  # fmt: skip
         timeout = WORKER_START_SECONDS + WORKER_SECONDS_PER_IMAGE * self._images
-        line = ""
         try:
-            self._process.stdin.write(json.dumps(request) + "\n")
-            self._process.stdin.flush()
-            with selectors.DefaultSelector() as selector:
-                selector.register(self._process.stdout, selectors.EVENT_READ)
-                if selector.select(timeout):
-                    line = self._process.stdout.readline()
-        except (BrokenPipeError, OSError):
-            pass
-        if not line:
-            self._process.kill()
-            code = self._process.wait()
-            children.release(self._process)
-            self._process = None
-            what = _crash_reason(code) if code != -signal.SIGKILL else f"no answer in {timeout:.0f} s"
-            detail = self._last_log_line()
-            if says_disk_full(detail):  # the worker could not write its scores: not the model
-                raise MachineError(f"the disk is full: the evaluation worker cannot write to "
-                                   f"{displayable(self._dir)} ({detail})",
-                                   tip="free some space there, or set TMPDIR to another disk")
+            reply = self._worker.request("predict", payload, timeout)
+        except WorkerError as e:
+            if not e.reason:  # not a crash or a hang: a bug in the handler
+                raise EvaluationError(e.message, e.tip) from None
             raise EvaluationError(
-                f"LiteRT failed while scoring {Path(model_path).name} ({what})"
-                + (f": {detail}" if detail else ""),
+                f"LiteRT failed while scoring {Path(model_path).name} ({e.reason})"
+                + (f": {e.detail}" if e.detail else ""),
                 tip="the model's row is marked failed and the other variants are unaffected; "
                 "`quantbench bench` on the file shows whether it runs by itself",
-            )
-        reply = json.loads(line)
-        if "error" in reply:
-            raise EvaluationError(reply["error"], reply.get("tip"))
+            ) from None
         return np.load(out), float(reply["seconds"])
 
     def close(self) -> None:
-        process, self._process = self._process, None
-        try:
-            if process is not None:
-                try:
-                    process.stdin.close()  # the worker exits at the end of its input
-                    process.wait(timeout=10)
-                except (OSError, subprocess.TimeoutExpired):  # killed already, or hung
-                    process.kill()
-                    process.wait()
-                finally:
-                    children.release(process)
-        finally:
-            self._tmp.cleanup()  # the scaled images (~100 MB): gone on every exit path
+        self._worker.close()
+        self._tmp.cleanup()
 
     def __enter__(self) -> EvalWorker:
         return self
@@ -300,25 +235,22 @@ class EvalWorker:
         self.close()
 
 
-def _worker(inputs_path: str) -> None:
-    """`python -m quantbench.evaluate INPUTS.npy`: one JSON request per stdin line."""
-    # Replies go to the real stdout; anything a native library prints goes to the log instead.
-    replies = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    inputs = np.load(inputs_path)
-    for line in sys.stdin:
-        request = json.loads(line)
-        try:
-            scores, seconds = timed_predict(request["model"], inputs, request["threads"],
-                                            request["batch_size"])  # fmt: skip
-            np.save(request["out"], scores)
-            reply: dict = {"seconds": seconds}
-        except (RuntimeError, ValueError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            reply = {"error": f"LiteRT cannot run {Path(request['model']).name}: {first}",
-                     "tip": "the model's row is marked failed; the other variants are unaffected"}
-        replies.write(json.dumps(reply) + "\n")
+_INPUTS: dict[str, np.ndarray] = {}  # the worker's inputs, loaded at its first request
 
 
-if __name__ == "__main__":
-    _worker(sys.argv[1])
+def predict_request(payload: dict) -> dict:
+    """The worker's `predict` op: {inputs, model, threads, batch_size, out} -> {seconds}."""
+    if payload["inputs"] not in _INPUTS:
+        _INPUTS.clear()
+        _INPUTS[payload["inputs"]] = np.load(payload["inputs"])
+    inputs = _INPUTS[payload["inputs"]]
+    try:
+        scores, seconds = timed_predict(payload["model"], inputs, payload["threads"],
+                                        payload["batch_size"])  # fmt: skip
+    except (RuntimeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EvaluationError(f"LiteRT cannot run {Path(payload['model']).name}: {first}",
+                              tip="the model's row is marked failed; the other variants are "
+                              "unaffected") from None  # fmt: skip
+    np.save(payload["out"], scores)
+    return {"seconds": seconds}

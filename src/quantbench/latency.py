@@ -1,8 +1,8 @@
 """Per-image latency of a .tflite model on LiteRT, measured the way TFLite's benchmark_model does.
 
 Method (one figure = one model x thread count x delegate):
-- a fresh worker process (`python -m quantbench.latency`) opens the interpreter, so init time,
-  first-invoke time and peak memory are the model's own: not flattered by libraries another
+- a fresh worker process (quantbench.workers.run_once, op `latency`) opens the interpreter, so
+  init time, first-invoke time and peak memory are the model's own: not flattered by libraries another
   model already loaded, and not inflated by TensorFlow or the previous model in our process.
   A crashing kernel also takes down only the worker. Cost: ~0.5 s of start-up per figure.
 - init = interpreter construction + allocate_tensors (where LiteRT applies XNNPACK);
@@ -25,18 +25,14 @@ Method (one figure = one model x thread count x delegate):
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantbench import atomic, children
+from quantbench import atomic
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
@@ -288,29 +284,22 @@ def run_measurement(model_path: str | Path, inputs: np.ndarray, threads: int, xn
 
 
 def _run_in_worker(spec: dict[str, Any], inputs: np.ndarray) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="quantbench-latency-") as tmp:
+    from quantbench.workers import WorkerError, run_once, scratch_dir
+
+    with scratch_dir("latency") as tmp:
         inputs_path = Path(tmp) / "inputs.npy"
         atomic.save_npy(inputs_path, np.ascontiguousarray(inputs, dtype=np.float32))
-        spec = {**spec, "inputs": str(inputs_path)}
         # Generous: warm-up and timed loops are capped; this only guards against a hung kernel.
         timeout = 120 + 3 * (spec["max_seconds"] + spec["warmup_seconds"])
         try:
-            done = children.run([sys.executable, "-m", "quantbench.latency"],
-                                input=json.dumps(spec), timeout=timeout)  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise LatencyError(f"latency worker for {spec['model']} did not finish in "
-                               f"{timeout:.0f} s", tip="the model may hang LiteRT") from None  # fmt: skip
-    lines = done.stdout.strip().splitlines()
-    try:
-        reply = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        tail = [ln for ln in done.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-        raise LatencyError(
-            f"latency worker for {spec['model']} exited with code {done.returncode}: "
-            f"{tail[0][:300]}", tip="re-run with -v; the model may crash LiteRT") from None  # fmt: skip
-    if "error" in reply:
-        raise LatencyError(reply["error"], reply.get("tip"))
-    return reply
+            payload = {**spec, "inputs": str(inputs_path)}
+            return run_once("latency", payload, timeout, name="latency")
+        except WorkerError as e:
+            if not e.reason:  # not a crash or a hang: a bug in the handler
+                raise LatencyError(e.message, e.tip) from None
+            raise LatencyError(f"latency worker for {spec['model']} failed ({e.reason})"
+                               + (f": {e.detail}" if e.detail else ""),
+                               tip="re-run with -v; the model may crash or hang LiteRT") from None  # fmt: skip
 
 
 def measure(
@@ -428,17 +417,9 @@ def bench(
     }
 
 
-def _worker() -> None:
-    """`python -m quantbench.latency`: one measurement; spec JSON on stdin, result on stdout."""
-    spec = json.loads(sys.stdin.read())
+def measure_request(payload: dict[str, Any]) -> dict[str, Any]:
+    """The worker's `latency` op: one measurement (LatencyResult fields) in a fresh process."""
+    spec = dict(payload)
     inputs = np.load(spec.pop("inputs"))
     model = spec.pop("model")
-    try:
-        fields = run_measurement(model, inputs, track_memory=True, **spec)
-    except QuantbenchError as e:
-        fields = {"error": e.message, "tip": e.tip}
-    sys.stdout.write(json.dumps(fields) + "\n")
-
-
-if __name__ == "__main__":
-    _worker()
+    return run_measurement(model, inputs, track_memory=True, **spec)

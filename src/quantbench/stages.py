@@ -138,7 +138,7 @@ def convert_model(ex: Executor, model_spec: ModelSpec, lazy: _LazyModel,
         model = lazy.get()
         scratch = out_dir / f".converting-{model_spec.name}"
         started = time.perf_counter()
-        conversions = convert_all(model, [s.conversion.name for s in missing], ctx.calibration_inputs,
+        conversions = convert_all(model, [s.conversion for s in missing], ctx.calibration_inputs,
                                   scratch, workers=ctx.resources.convert_workers)  # fmt: skip
         ctx.emit("info", f"converted {len(missing)} in {time.perf_counter() - started:.1f} s")
         for spec, conversion in zip(missing, conversions):
