@@ -85,8 +85,8 @@ def uncertainty_lines(results: RunResults) -> list[str]:
 
 def print_results(results: RunResults) -> None:
     out.print(results_table(results))
-    for line in uncertainty_lines(results):
-        out.print(line, highlight=False, markup=False)
+    for explanation in uncertainty_lines(results):
+        out.print(explanation, highlight=False, markup=False)
     for v in results.rows(0):
         if v.status == "failed":
             out.print(line((v.variant, "red"), f" failed: {v.error}"), highlight=False)
