@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from quantbench import console
 from quantbench.config import DataConfig
 from quantbench.errors import DataError, displayable
 from quantbench.preprocess import UnreadableImage, load_image
@@ -64,7 +63,7 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
     return download_flowers(keras_home() / "datasets")
 
 
-def download_flowers(datasets_dir: Path) -> Path:
+def download_flowers(datasets_dir: Path, emit=lambda level, text: None) -> Path:
     """Download and safely extract flower_photos.tgz into the Keras cache."""
     archive = datasets_dir / "flower_photos.tgz"
     offline_tip = (
@@ -74,14 +73,11 @@ def download_flowers(datasets_dir: Path) -> Path:
     try:
         datasets_dir.mkdir(parents=True, exist_ok=True)
         if not archive.is_file():
-            console.step(f"downloading tf_flowers into {datasets_dir}")
+            emit("step", f"downloading tf_flowers into {datasets_dir} (228 MB)")
             partial = archive.with_suffix(".tgz.part")
             with urllib.request.urlopen(FLOWERS_URL, timeout=30) as response, open(partial, "wb") as f:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with console.progress("flower_photos.tgz", total) as advance:
-                    while chunk := response.read(1 << 20):
-                        f.write(chunk)
-                        advance(len(chunk))
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
             os.replace(partial, archive)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         reason = getattr(e, "reason", e)
@@ -218,7 +214,9 @@ def _split(groups: list[tuple[str, int]], fraction: float, seed: int) -> np.ndar
     return is_val
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
+def load_dataset(cfg: DataConfig, emit=lambda level, text: None) -> Dataset:
+    """Read, resize and split every image of the data folder; skipped files are reported
+    through `emit("warn", ...)` and counted in the summary."""
     root = resolve_data_dir(cfg.dir)
     folders = check_class_folders(root)
     _, passed_over = class_folders(root)
@@ -235,8 +233,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     size = cfg.image_size
     pool = ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1))
     try:
-        reads = list(console.track(pool.map(lambda f: _read(f[0], size), files),
-                                   f"reading {len(files)} images", total=len(files)))  # fmt: skip
+        reads = list(pool.map(lambda f: _read(f[0], size), files))
     finally:
         # Interrupted (Ctrl-C, SIGTERM): drop the images not read yet instead of reading them all.
         pool.shutdown(wait=True, cancel_futures=True)
@@ -245,7 +242,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
                              for (p, _), (_, _, why) in zip(files, reads) if why]  # fmt: skip
     keep = [i for i, (_, _, why) in enumerate(reads) if not why]
     for s in skipped:
-        console.warn(f"skipped {s.path}: {s.reason}")
+        emit("warn", f"skipped {s.path}: {s.reason}")
     labels = np.array([files[i][1] for i in keep], dtype=np.int32)
     counts = {c: int((labels == k).sum()) for k, c in enumerate(classes)}
     empty = [c for c, n in counts.items() if n < 2]

@@ -334,7 +334,7 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
     emit("step", f"model {what}: {loaded.format}, {cfg.data.image_size} px input, "
                  f"{io.num_classes} classes; preprocessing {cfg.data.scaling}, {cfg.data.channel_order}")
     emit("step", "reading images")
-    dataset = reorder_classes(load_dataset(cfg.data), order)
+    dataset = reorder_classes(load_dataset(cfg.data, emit), order)
     check = None
     if cfg.quantize.check:
         emit("step", "checking the preprocessing (8 combinations)")

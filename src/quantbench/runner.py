@@ -144,7 +144,7 @@ def orchestrate(
             from quantbench.data import load_dataset
 
             emit("step", "reading images")
-            dataset = load_dataset(cfg.data)
+            dataset = load_dataset(cfg.data, emit)
         results.data = dataset.summary
         summary = dataset.summary
         emit("info", f"{len(summary.classes)} classes, {summary.train_count} training and "
