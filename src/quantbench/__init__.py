@@ -25,11 +25,15 @@ if "tensorflow" in _sys.modules and "tf_keras" not in _sys.modules:  # pragma: n
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "quantize", "recommend"]
+__all__ = ["__version__", "quantize", "recommend", "run"]
 
 
 def __getattr__(name: str):
     # Lazy, so `import quantbench` stays light (no pydantic models, no TensorFlow).
+    if name == "run":
+        from quantbench.api import run
+
+        return run
     if name in ("recommend", "quantize"):
         import importlib
 

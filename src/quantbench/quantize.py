@@ -400,12 +400,14 @@ def _with_probabilities(model, ctx):
 
 
 def quantize(model, data: str | Path | None = None, schemes: list[str] | str | None = None,
-             *, config: str | Path | None = None, **options):  # fmt: skip
+             *, config: str | Path | None = None, use_cache: bool = True, on_event=None,
+             **options):  # fmt: skip
     """Quantize a Keras model (a path, or an in-memory tf_keras Model) with every scheme and
     evaluate each variant on the photos in `data`. Returns (results DataFrame, run dir).
 
     Options are the CLI's flags with underscores: labels, image_size, scaling, channel_order,
     eval_split, check, qat_epochs, unsafe, custom_objects, threads, latency_runs, output_dir, ...
+    Silent: pass `on_event=fn(level, text)` to follow progress.
     """
     import io as io_mod
 
@@ -423,7 +425,8 @@ def quantize(model, data: str | Path | None = None, schemes: list[str] | str | N
         None if in_memory else model, {**options, "data": data, "schemes": schemes}, config
     )
     quiet.import_tensorflow()
-    results, run_dir = run_quantize(cfg, model if in_memory else None, size_given)
+    results, run_dir = run_quantize(cfg, model if in_memory else None, size_given,
+                                    use_cache=use_cache, emit=on_event or silent)  # fmt: skip
     return pd.read_csv(io_mod.StringIO(to_csv(results))), run_dir
 
 
