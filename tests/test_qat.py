@@ -92,13 +92,21 @@ def test_freeze_batch_norm_keeps_moving_statistics_through_training():
 
 
 def test_recipe_settings_follow_the_float_baseline_unless_overridden():
+    from quantbench.techniques.transforms import TRANSFORMS
+
+    def settings(cfg, recipe):
+        (spec,) = [t for t in cfg.transforms if t.params["recipe"] == recipe] or \
+            [TRANSFORMS.spec("qat", recipe=recipe)]  # fmt: skip
+        return qat.recipe_settings(TRANSFORMS.params_of(spec), cfg)
+
     cfg = resolve("default")
-    assert qat.recipe_settings("seed", cfg) == (cfg.train.epochs, cfg.train.learning_rate)
-    epochs, lr = qat.recipe_settings("finetune", cfg)
+    assert settings(cfg, "seed") == (cfg.train.epochs, cfg.train.learning_rate)
+    epochs, lr = settings(cfg, "finetune")
     assert epochs == 2 and lr == pytest.approx(cfg.train.learning_rate / 10)
-    cfg = resolve("default", overrides={"qat.epochs": 3, "qat.learning_rate": 1e-6})
-    assert qat.recipe_settings("finetune", cfg) == (3, 1e-6)
-    assert qat.recipe_settings("seed", cfg) == (3, 1e-6)
+    cfg = resolve("default", overrides={"qat.recipes": ["seed", "finetune"], "qat.epochs": 3,
+                                        "qat.learning_rate": 1e-6})  # fmt: skip
+    assert settings(cfg, "finetune") == (3, 1e-6)
+    assert settings(cfg, "seed") == (3, 1e-6)
 
 
 # tiny_run's seed (weights, shuffling, split). Fixed, so a run repeats; QUANTBENCH_TEST_SEED varies
@@ -113,8 +121,8 @@ def tiny_run(tmp_path_factory):
     60 validation images (20 per class): with the 6 this scored before, one image was 17 points
     and the int8-tracks-float test failed 1 run in 3. 10 float epochs: after 2 (6 steps) the
     unseeded float model scored 0/6 or 4/6 in 3 of 6 runs, i.e. there was little to track."""
-    from quantbench import runner
-    from quantbench.results import RunResults
+    from quantbench import runner, stages
+    from quantbench.execute import BaseSource, Resources
     from quantbench.train import fit, seed_everything
 
     seed = TINY_RUN_SEED
@@ -122,35 +130,33 @@ def tiny_run(tmp_path_factory):
     folder = make_image_folder(root / "photos", per_class=40, size=40)
     cfg = resolve("smoke", overrides={
         "data.dir": str(folder), "data.image_size": SIZE, "data.max_images_per_class": 40,
-        "data.validation_split": 0.5, "data.split_seed": seed,
+        "data.validation_split": 0.5, "data.split_seed": seed, "train.seed": seed,
         "train.epochs": 10, "train.learning_rate": 1e-2, "qat.recipes": ["seed", "finetune"],
-        "qat.epochs": 1, "convert.calibration_images": 8,
+        "qat.epochs": 1, "convert.calibration_images": 8, "convert.schemes": ["float32"],
+        "output_dir": str(root / "runs"), "evaluate.threads": [1],
     })  # fmt: skip
-    dataset = load_dataset(cfg.data)
-    preprocessing = Preprocessing(SIZE, cfg.data.scaling)
-    seed_everything(seed)  # the float model's initial weights were the one unseeded draw
-    float_model = flat_bn_classifier()
-    float_training = fit(float_model, dataset, preprocessing, cfg.train, seed=seed)
-    ctx = runner.EvalContext.build(cfg, root / "run", dataset)
-    ctx.run_dir.mkdir()
-    results = RunResults(name="qat-test", created="now")
-    results.training.append(float_training)
-    results.variants.append(runner._reference_row(ctx, float_model, "float", 0))
 
-    def accuracy_only(ctx, row, path):  # latency has its own tests; keep this one quick
-        from quantbench.evaluate import score, timed_predict
+    class TinyBaseline(BaseSource):
+        """The run's float model, a tiny flat CNN with batch norm instead of MobileNetV2."""
 
-        predictions, row.eval_seconds = timed_predict(path, ctx.val_inputs, 1)
-        s = score(predictions, ctx.dataset.val_labels, ctx.dataset.classes, ctx.reference_predictions)
-        row.accuracy, row.agreement = s.accuracy, s.agreement
-        row.eval_images = len(ctx.val_inputs)
+        def key_params(self, repeat):
+            return {"kind": "tiny-test-model", "seed": seed}
+
+        def rebuild(self, ctx, repeat):
+            return flat_bn_classifier()
+
+        def produce(self, ctx, repeat):
+            seed_everything(seed)  # the float model's initial weights were the one unseeded draw
+            model = flat_bn_classifier()
+            return model, fit(model, ctx.dataset, ctx.preprocessing, cfg.train, seed=seed)
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(runner, "_measure", accuracy_only)
+    # Latency has its own tests; keep this one quick.
+    patch.setattr(stages, "_latency", lambda ex, row, file: None)
     patch.setattr(qat, "build_classifier", lambda n, model_cfg, size: flat_bn_classifier(n, size))
     try:
-        for recipe in cfg.qat.recipes:
-            runner.evaluate_qat(ctx, results, float_model, recipe, repeat=0, seed=seed)
+        results, _ = runner.orchestrate(cfg, "run", TinyBaseline(), dataset=load_dataset(cfg.data),
+                                        resources=Resources(cores=1, convert_workers=2))  # fmt: skip
     finally:
         patch.undo()
     return cfg, results
@@ -161,7 +167,7 @@ def tiny_run(tmp_path_factory):
 def test_every_qat_scheme_has_a_row_converted_failed_or_identical(tiny_run, recipe):
     cfg, results = tiny_run
     rows = {v.scheme: v for v in results.variants if v.source == f"qat_{recipe}" and v.scheme}
-    assert sorted(rows) == sorted(cfg.qat.schemes)
+    assert sorted(rows) == sorted(s.name for s in cfg.convert.transform_schemes)
     for scheme, row in rows.items():
         assert row.variant == f"qat_{recipe}_{scheme}"
         if row.status == "failed":
