@@ -203,8 +203,10 @@ class Executor:
                       "model": cfg.model.model_dump(mode="json")}  # fmt: skip
             parent_key = self.model(spec.parent).key
         key = store_key("model", params, parent=parent_key, data=self.ctx.data_key)
-        if (spec.parent is not None or self.base.cacheable) and self.ctx.store.get(key) is not None:
+        cached = self.ctx.store.get(key) if spec.parent is not None or self.base.cacheable else None
+        if cached is not None:
             self.ctx.emit("step", f"{spec.name} model{_repeat(spec.repeat)}: cached")
+            self._materialize_model_file(spec, cached)  # model.keras without loading the model
         lazy = _LazyModel(key, lambda: self._load_or_train(spec, key))
         self.models[spec] = lazy
         return lazy
