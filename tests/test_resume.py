@@ -142,3 +142,23 @@ def test_cache_environment_variable_is_honoured(tiny_model, tmp_path, monkeypatc
     monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "elsewhere"))
     assert default_root() == (tmp_path / "elsewhere").absolute()
     assert os.environ["QUANTBENCH_CACHE"].endswith("elsewhere")
+
+
+@pytest.mark.slow
+def test_run_twice_says_float_model_cached_and_keeps_model_keras(tmp_path):
+    photos = make_image_folder(tmp_path / "photos", per_class=8, size=32)
+    args = ["run", "--data", str(photos), "--weights", "none", "--image-size", "32", "--epochs", "1",
+            "--schemes", "float32", "--transforms", "", "--calibration-images", "4",
+            "--latency-runs", "5", "--threads", "1", "--output-dir", str(tmp_path / "runs")]  # fmt: skip
+    first = quantbench(*args, "--name", "cold", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "training the float baseline" in first.stderr
+    second = quantbench(*args, "--name", "warm", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "float model: cached" in second.stderr and "training" not in second.stderr
+    cold, warm = (next((tmp_path / "runs").glob(f"*-{n}")) for n in ("cold", "warm"))
+    assert (warm / "model.keras").read_bytes() == (cold / "model.keras").read_bytes()
+    rows = {r["variant"]: r for r in _results(warm)["variants"]}
+    assert rows["keras_float"]["size_bytes"] == (warm / "model.keras").stat().st_size
+    assert rows["keras_float"]["accuracy"] == _results(cold)["variants"][0]["accuracy"]
+    assert _results(warm)["training"] == _results(cold)["training"]  # the record, reused
