@@ -35,10 +35,18 @@ UNSAFE_TIP = (
 
 @dataclass
 class LoadedModel:
-    model: Any  # a tf_keras Model (a plain TF SavedModel is wrapped in one)
+    model: Any  # a tf_keras Model (a plain TF SavedModel is wrapped in one) or a Keras3Model
     path: Path | None
     format: str  # "keras", "h5", "savedmodel-keras", "savedmodel", "in-memory"
     size_bytes: int | None
+    keras_version: str | None = None  # "3.x" for a Keras 3 model (keras3.py), else None
+
+
+def in_memory(model) -> LoadedModel:
+    """A model the API was handed: a tf_keras Model, or a Keras 3 one (wrapped)."""
+    from quantbench import keras3
+
+    return LoadedModel(keras3.adapt(model), None, "in-memory", None, keras3.keras_version(model))
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ def import_custom_objects(spec: str | None) -> dict[str, Any]:
     if not spec:
         return {}
     import tf_keras as keras
+
+    from quantbench import keras3
 
     try:
         if spec.endswith(".py"):
@@ -92,7 +102,8 @@ def import_custom_objects(spec: str | None) -> dict[str, Any]:
     for name, value in vars(module).items():
         if name.startswith("_") or not isinstance(value, type):
             continue
-        if issubclass(value, keras.layers.Layer) and value.__module__ == module.__name__:
+        is_layer = issubclass(value, keras.layers.Layer) or keras3.is_layer_class(value)
+        if is_layer and value.__module__ == module.__name__:
             found[name] = value
     declared = getattr(module, "CUSTOM_OBJECTS", None)
     if declared is not None:
@@ -227,6 +238,12 @@ def load_model(path: str | Path, *, unsafe: bool = False, custom_objects: str | 
         raise ModelError(
             f"{path.name} contains a Lambda layer; refusing to load it", tip=UNSAFE_TIP
         )
+    from quantbench import keras3
+
+    version = keras3.file_keras_version(path, fmt) if fmt in ("keras", "h5") else None
+    if keras3.is_keras3_version(version):
+        model = keras3.load(path, fmt, config, objects, unsafe)
+        return LoadedModel(model, path, fmt, _size(path), version)
     unknown = _unknown_layers(config, objects) if fmt in ("keras", "h5") else []
     if unknown:
         # Never let Keras import a module named inside the file: the user names it.
@@ -336,5 +353,7 @@ def fix_input_size(model, image_size: int):
 
     if tuple(model.input_shape[1:3]) == (image_size, image_size):
         return model
+    if hasattr(model, "with_input_size"):  # a keras3.Keras3Model: fixed where it is exported
+        return model.with_input_size(image_size)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     return keras.Model(inputs, model(inputs), name=f"{model.name}_{image_size}px")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from quantbench import console
+from quantbench import bridge, console
 from quantbench.config import REPORTING_FLAGS, RunConfig, flag_keys
 from quantbench.errors import ConfigError, ConversionError, DataError, ModelError
 
@@ -200,7 +200,7 @@ def prepare_model(cfg: RunConfig, model=None, size_given: bool = False):
             custom_objects=cfg.quantize.custom_objects,
         )  # fmt: skip
     else:
-        loaded = loader.LoadedModel(model, None, "in-memory", None)
+        loaded = loader.in_memory(model)  # a tf_keras or Keras 3 Model
     io = loader.inspect_io(loaded.model)
     cfg.data.image_size = loader.resolve_image_size(io, cfg.data.image_size if size_given else None)
     loaded.model = loader.fix_input_size(loaded.model, cfg.data.image_size)
@@ -259,8 +259,8 @@ def preflight(cfg: RunConfig, model=None, size_given: bool = False):
                 "--qat-epochs needs a Keras model; a plain TF SavedModel cannot be trained here",
                 tip="pass the model as .keras or .h5 (or a Keras SavedModel)",
             )
-        qat_model = qat_model_of(loaded.model)
-        _check_qat_wraps(qat_model)
+        # A Keras 3 model goes through the tf_keras bridge (bridge.py); its failure is recorded.
+        qat_model = bridge.qat_source(loaded.model, qat_model_of, _check_qat_wraps)
     return loaded, io, order, qat_model
 
 
@@ -286,7 +286,8 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False):
     def evaluate_user_model(ctx, results) -> None:
         results.extras["quantize"] = {
             "model": str(Path(loaded.path).resolve()) if loaded.path else None,
-            "format": loaded.format, "image_size": cfg.data.image_size,
+            "format": loaded.format, "keras_version": loaded.keras_version,
+            "image_size": cfg.data.image_size,
             "num_classes": io.num_classes, "eval_split": cfg.quantize.eval_split,
             "classes_from": str(cfg.data.labels_file) if cfg.data.labels_file else "folders",
         }  # fmt: skip
@@ -337,6 +338,9 @@ def _qat(ctx, results, flat_model) -> None:
     from quantbench.qat import train_qat
 
     cfg = ctx.cfg
+    flat_model = bridge.the_bridged_model(ctx, results, flat_model)  # Keras 3: checked or failed
+    if flat_model is None:
+        return
     qat_model, training = train_qat(
         "finetune", float_model=_with_probabilities(flat_model, ctx), dataset=ctx.dataset,
         preprocessing=runner.preprocessing_of(cfg), cfg=cfg, repeat=0, seed=cfg.train.seed,
