@@ -1,4 +1,4 @@
-"""Load a user's model safely, say what it expects, and flatten nested models for QAT.
+"""Load a user's model safely and say what it expects (nested.py flattens it for QAT).
 
 Loading never runs code the user did not name: the Keras config is read and searched for
 Lambda layers *before* anything is deserialized (tf_keras applies `safe_mode` only to the
@@ -8,6 +8,7 @@ come only from a module the user names with `--custom-objects`.
 
 Formats: `.keras` (zip), HDF5 (`.h5`/`.hdf5`, a full model), a Keras SavedModel directory
 (has keras_metadata.pb), and a plain TF SavedModel (evaluated through its serving signature).
+A .keras/.h5 file written by Keras 3 (its `keras_version` says so) is loaded by keras3.py.
 """
 
 from __future__ import annotations
