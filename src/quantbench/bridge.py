@@ -133,7 +133,7 @@ def _model_config(class_name: str, config: dict, problems: list[str]) -> dict:
     return out
 
 
-def _layer(entry: dict, problems: list[str], nested: frozenset | set = frozenset()) -> dict | None:
+def _layer(entry: dict, problems: list[str], nested: set[str] | None = None) -> dict | None:
     """One layer entry of a Keras 3 model config in tf_keras' form (None: not translatable,
     with the reason appended to `problems`)."""
     class_name = entry["class_name"]
@@ -148,18 +148,26 @@ def _layer(entry: dict, problems: list[str], nested: frozenset | set = frozenset
     if class_name in MODEL_CLASSES:
         translated = _model_config(class_name, config, problems)
     elif class_name == "InputLayer":
-        translated = {"batch_input_shape": config.get("batch_shape") or config.get("batch_input_shape"),
-                      "dtype": _value(config.get("dtype", "float32")), "name": config.get("name"),
-                      "sparse": config.get("sparse", False), "ragged": config.get("ragged", False)}  # fmt: skip
+        shape = config.get("batch_shape") or config.get("batch_input_shape")
+        translated = {
+            "batch_input_shape": shape, "name": config.get("name"),
+            "dtype": _value(config.get("dtype", "float32")),
+            "sparse": config.get("sparse", False), "ragged": config.get("ragged", False),
+        }  # fmt: skip
     else:
         keys = _accepted_keys(cls)
-        translated = {k: _value(v) for k, v in config.items()
-                      if (keys is None or k in keys) and not k.endswith("_initializer")}  # fmt: skip
+        # Initializers are dropped: the weights are copied (and Keras 3's GlorotUniform has
+        # keys tf_keras' does not take).
+        translated = {
+            k: _value(v) for k, v in config.items()
+            if (keys is None or k in keys) and not k.endswith("_initializer")
+        }  # fmt: skip
     out = {"class_name": class_name, "config": translated}
     if "name" in entry:
         out["name"] = entry["name"]
     if "inbound_nodes" in entry:
-        out["inbound_nodes"] = [_node(n, name, problems, nested) for n in entry["inbound_nodes"]]
+        nodes = entry["inbound_nodes"]
+        out["inbound_nodes"] = [_node(n, name, problems, nested or set()) for n in nodes]
     return out
 
 
@@ -299,7 +307,8 @@ def the_bridged_model(ctx, results, source, name: str = "qat_finetune"):
             reference.notes.append(
                 f"rebuilt in tf_keras for QAT (Keras 3 bridge): its predictions {verdict} this "
                 f"model's on {check['images']} photos (top-1 agreement "
-                f"{check['top1_agreement']:.1%}, largest difference {check['max_abs_difference']:.1e})"
+                f"{check['top1_agreement']:.1%}, largest difference "
+                f"{check['max_abs_difference']:.1e})"
             )
         if not check["equal"]:
             error = (f"the tf_keras rebuild of the Keras 3 model predicts differently on "
