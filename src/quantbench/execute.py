@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from quantbench import results as results_mod
+from quantbench.errors import MachineError, QuantbenchError
 from quantbench.plan import ModelSpec, VariantSpec, models_of
 from quantbench.results import RunResults, TrainingResult, VariantResult
 from quantbench.stages import LATENCY_IMAGES
@@ -75,8 +76,9 @@ class BaseSource:
         """The untrained architecture the store's cached weights load into (None: not cached)."""
         return None
 
-    def for_transforms(self, model: Any, ctx: Context) -> Any:
-        """The model the transforms start from (e.g. flattened for QAT)."""
+    def for_transforms(self, model: Any, ctx: Context, results: RunResults) -> Any:
+        """The model the transforms start from (e.g. flattened for QAT); a ModelError here
+        fails the transformed model's variants, not the run."""
         return model
 
     def describe_reference(self, row: VariantResult) -> None:
@@ -223,7 +225,7 @@ class Executor:
         else:
             entry = TRANSFORMS.get(spec.transforms[-1].name)
             params = TRANSFORMS.params_of(spec.transforms[-1])
-            parent = self.base.for_transforms(self.model(spec.parent).get(), ctx) \
+            parent = self.base.for_transforms(self.model(spec.parent).get(), ctx, self.results) \
                 if spec.parent.parent is None else self.model(spec.parent).get()  # fmt: skip
             rebuild = lambda: entry.rebuild(params, parent, job)  # noqa: E731
             produce = lambda: entry.apply(params, parent, job)  # noqa: E731
@@ -272,17 +274,34 @@ class Executor:
         from quantbench.stages import convert_model, measure_variant, reference_row
 
         self.plan = list(specs)
+        failed: dict[ModelSpec, str] = {}  # models that could not be made, and why
         for model_spec in models_of(specs):
             mine = [s for s in specs if s.model == model_spec]
-            lazy = self.model(model_spec)
+            broken = failed.get(model_spec.parent) if model_spec.parent else None
+            if broken is None:
+                try:
+                    self._model_rows(model_spec, mine, reference_row, convert_model, measure_variant)
+                    continue
+                except QuantbenchError as e:  # a transform that cannot train, a bridge that fails
+                    if model_spec.parent is None or isinstance(e, MachineError):
+                        raise  # no base model (or no disk): nothing else can run either
+                    broken = e.message
+                    self.ctx.emit("warn", f"the {model_spec.name} model failed: {broken}")
+            failed[model_spec] = broken
             for spec in mine:
-                if spec.conversion is None and self._done(spec) is None:
-                    self._add(reference_row(self, spec, lazy))
-                elif spec.conversion is None:
-                    self._restore_reference(spec)
-            todo = [s for s in mine if s.conversion is not None and self._done(s) is None]
-            if not todo:
-                continue
+                if self._done(spec) is None:
+                    self._add(_failed_row(spec, broken))
+
+    def _model_rows(self, model_spec, mine, reference_row, convert_model, measure_variant) -> None:
+        """The reference row and every conversion of one model, in plan order."""
+        lazy = self.model(model_spec)
+        for spec in mine:
+            if spec.conversion is None and self._done(spec) is None:
+                self._add(reference_row(self, spec, lazy))
+            elif spec.conversion is None:
+                self._restore_reference(spec)
+        todo = [s for s in mine if s.conversion is not None and self._done(s) is None]
+        if todo:
             files = convert_model(self, model_spec, lazy, todo)
             for spec in todo:
                 self._add(measure_variant(self, spec, files[spec]))
@@ -297,6 +316,14 @@ class Executor:
         self.ctx.reference_predictions[spec.repeat] = np.asarray(
             reference_record(self, spec, lazy)["predictions"]
         )
+
+
+def _failed_row(spec: VariantSpec, error: str) -> VariantResult:
+    from quantbench.stages import _row
+
+    row = _row(spec)
+    row.status, row.error = "failed", error
+    return row
 
 
 def _repeat(repeat: int) -> str:

@@ -1,4 +1,4 @@
-"""Load a user's model safely, say what it expects, and flatten nested models for QAT.
+"""Load a user's model safely and say what it expects (nested.py flattens it for QAT).
 
 Loading never runs code the user did not name: the Keras config is read and searched for
 Lambda layers *before* anything is deserialized (tf_keras applies `safe_mode` only to the
@@ -8,6 +8,7 @@ come only from a module the user names with `--custom-objects`.
 
 Formats: `.keras` (zip), HDF5 (`.h5`/`.hdf5`, a full model), a Keras SavedModel directory
 (has keras_metadata.pb), and a plain TF SavedModel (evaluated through its serving signature).
+A .keras/.h5 file written by Keras 3 (its `keras_version` says so) is loaded by keras3.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from quantbench.errors import ModelError
+from quantbench.nested import flatten, nested_models  # noqa: F401 - part of this API
+from quantbench.signature import load_signature_model
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 UNSAFE_TIP = (
@@ -33,10 +36,18 @@ UNSAFE_TIP = (
 
 @dataclass
 class LoadedModel:
-    model: Any  # a tf_keras Model (a plain TF SavedModel is wrapped in one)
+    model: Any  # a tf_keras Model (a plain TF SavedModel is wrapped in one) or a Keras3Model
     path: Path | None
     format: str  # "keras", "h5", "savedmodel-keras", "savedmodel", "in-memory"
     size_bytes: int | None
+    keras_version: str | None = None  # "3.x" for a Keras 3 model (keras3.py), else None
+
+
+def in_memory(model) -> LoadedModel:
+    """A model the API was handed: a tf_keras Model, or a Keras 3 one (wrapped)."""
+    from quantbench import keras3
+
+    return LoadedModel(keras3.adapt(model), None, "in-memory", None, keras3.keras_version(model))
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,8 @@ def import_custom_objects(spec: str | None) -> dict[str, Any]:
     if not spec:
         return {}
     import tf_keras as keras
+
+    from quantbench import keras3
 
     try:
         if spec.endswith(".py"):
@@ -101,7 +114,8 @@ def import_custom_objects(spec: str | None) -> dict[str, Any]:
     for name, value in vars(module).items():
         if name.startswith("_") or not isinstance(value, type):
             continue
-        if issubclass(value, keras.layers.Layer) and value.__module__ == module.__name__:
+        is_layer = issubclass(value, keras.layers.Layer) or keras3.is_layer_class(value)
+        if is_layer and value.__module__ == module.__name__:
             found[name] = value
     declared = getattr(module, "CUSTOM_OBJECTS", None)
     if declared is not None:
@@ -231,7 +245,7 @@ def load_model(path: str | Path, *, unsafe: bool = False, custom_objects: str | 
     fmt = detect_format(path)
     objects = import_custom_objects(custom_objects)
     if fmt == "savedmodel":
-        return LoadedModel(_load_signature_model(path), path, fmt, _size(path))
+        return LoadedModel(load_signature_model(path), path, fmt, _size(path))
     try:
         config = _keras_config(path, fmt)
     except ModelError:
@@ -244,6 +258,12 @@ def load_model(path: str | Path, *, unsafe: bool = False, custom_objects: str | 
         raise ModelError(
             f"{path.name} contains a Lambda layer; refusing to load it", tip=UNSAFE_TIP
         )
+    from quantbench import keras3
+
+    version = keras3.file_keras_version(path, fmt) if fmt in ("keras", "h5") else None
+    if keras3.is_keras3_version(version):
+        model = keras3.load(path, fmt, config, objects, unsafe)
+        return LoadedModel(model, path, fmt, _size(path), version)
     unknown = _unknown_layers(config, objects) if fmt in ("keras", "h5") else []
     if unknown:
         # Never let Keras import a module named inside the file: the user names it.
@@ -277,81 +297,6 @@ def load_model(path: str | Path, *, unsafe: bool = False, custom_objects: str | 
         raise ModelError(f"{path} did not load as a Keras model ({type(model).__name__})",
                          tip="save a tf_keras Model with model.save('model.keras')")
     return LoadedModel(model, path, fmt, _size(path))
-
-
-def _load_signature_model(path: Path):
-    """A plain TF SavedModel: call its serving signature (graph only, no Python code)."""
-    import tensorflow as tf
-
-    try:
-        loaded = tf.saved_model.load(str(path))
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"cannot load the SavedModel {path}: {e}",
-                         tip="check it loads with tf.saved_model.load") from e
-    signature = loaded.signatures.get("serving_default")
-    if signature is None:
-        raise ModelError(
-            f"the SavedModel {path} has no 'serving_default' signature "
-            f"(has: {', '.join(loaded.signatures) or 'none'})",
-            tip="export it with signatures={'serving_default': ...}, or save a Keras model",
-        )
-    return _signature_model(loaded, signature)
-
-
-def _signature_layer_class():
-    import tf_keras as keras
-
-    class ServingSignature(keras.layers.Layer):
-        """Calls a plain SavedModel's serving signature; the loaded object is tracked, so
-        re-exporting the wrapping model keeps its variables."""
-
-        def __init__(self, loaded, signature, input_name, output_name, **kwargs):
-            super().__init__(trainable=False, **kwargs)
-            self.loaded = loaded
-            self.signature = signature
-            # Track what the signature captures, or re-exporting fails on "untracked" variables.
-            self.captured = list(signature.variables)
-            self.input_name, self.output_name = input_name, output_name
-
-        def call(self, x):
-            import tensorflow as tf
-
-            x = tf.cast(x, self.signature.structured_input_signature[1][self.input_name].dtype)
-            return self.signature(**{self.input_name: x})[self.output_name]
-
-    return ServingSignature
-
-
-def _signature_model(loaded, signature):
-    """A tf_keras Model around a serving signature, so the whole pipeline can use it."""
-    import tf_keras as keras
-
-    args, kwargs = signature.structured_input_signature
-    if args or len(kwargs) != 1:
-        raise ModelError(
-            f"the SavedModel's serving signature takes {len(args) + len(kwargs)} inputs; an "
-            "image classifier takes one",
-            tip="export a signature with one image input",
-        )
-    input_name, spec = next(iter(kwargs.items()))
-    outputs = signature.structured_outputs
-    if len(outputs) != 1:
-        raise ModelError(
-            f"the SavedModel's serving signature returns {len(outputs)} outputs "
-            f"({', '.join(outputs)}); an image classifier returns one",
-            tip="export a signature with one class-score output",
-        )
-    output_name = next(iter(outputs))
-    shape = spec.shape.as_list()
-    if len(shape) != 4:
-        raise ModelError(
-            f"not an image classifier input: quantbench needs (batch, height, width, 3) RGB "
-            f"images, the SavedModel takes shape {tuple(shape)} (rank {len(shape)})",
-            tip="pass a model whose input is a batch of colour images (channels last)",
-        )
-    inputs = keras.Input(shape[1:], batch_size=shape[0], name="image")
-    layer = _signature_layer_class()(loaded, signature, input_name, output_name, name="serving")
-    return keras.Model(inputs, layer(inputs), name="saved_model")
 
 
 # --- inspecting ---------------------------------------------------------------------------
@@ -428,78 +373,7 @@ def fix_input_size(model, image_size: int):
 
     if tuple(model.input_shape[1:3]) == (image_size, image_size):
         return model
+    if hasattr(model, "with_input_size"):  # a keras3.Keras3Model: fixed where it is exported
+        return model.with_input_size(image_size)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     return keras.Model(inputs, model(inputs), name=f"{model.name}_{image_size}px")
-
-
-# --- nested models --------------------------------------------------------------------------
-
-
-def nested_models(model) -> list[str]:
-    import tf_keras as keras
-
-    return [layer.name for layer in getattr(model, "layers", []) if isinstance(layer, keras.Model)]
-
-
-def flatten(model):
-    """The same model with every nested sub-model's layers inlined into one flat graph.
-
-    The layers (and so the weights) are shared with `model`, not copied. Raises ModelError
-    when a part cannot be replayed (a subclassed sub-model, several inputs); the caller then
-    explains the limitation.
-    """
-    import tf_keras as keras
-
-    if not nested_models(model):
-        return model
-    shape = model.input_shape
-    if isinstance(shape, list):
-        raise ModelError("cannot flatten a model with several inputs")
-    inputs = keras.Input(shape[1:], name="image")
-    outputs = _replay(model, inputs)
-    return keras.Model(inputs, outputs, name=f"{model.name}_flat")
-
-
-def _replay(model, x, training=None):
-    """Call model's layers on x in graph order, recursing into nested Functional models.
-
-    A sub-model called with `training=False` (the transfer-learning idiom that keeps its
-    BatchNorm in inference mode) passes that on to each of its layers, so the flat model
-    trains the same way.
-    """
-    import tensorflow as tf
-    import tf_keras as keras
-
-    def call(layer, *args, **kwargs):
-        if training is not None and getattr(layer, "_expects_training_arg", False):
-            kwargs.setdefault("training", training)
-        return layer(*args, **kwargs)
-
-    if isinstance(model, keras.Sequential):
-        for layer in model.layers:
-            x = _replay(layer, x, training) if isinstance(layer, keras.Model) else call(layer, x)
-        return x
-    if not getattr(model, "_is_graph_network", False):
-        raise ModelError(f"cannot flatten the subclassed model {model.name!r}")
-    if len(model.inputs) != 1:
-        raise ModelError(f"cannot flatten {model.name!r}: it has {len(model.inputs)} inputs")
-    tensors = {str(id(model.inputs[0])): x}
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            ids = node.flat_input_ids
-            if any(i not in tensors for i in ids):
-                raise ModelError(f"cannot flatten {model.name!r}: a node's inputs are missing")
-            args, kwargs = node.map_arguments({i: [tensors[i]] * 64 for i in ids})
-            if isinstance(node.layer, keras.Model):
-                if len(ids) != 1:
-                    raise ModelError(f"cannot flatten the multi-input {node.layer.name!r}")
-                inner_training = kwargs.get("training", training)
-                outputs = _replay(node.layer, tensors[ids[0]], inner_training)
-            else:
-                outputs = call(node.layer, *args, **kwargs)
-            for out_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs)):
-                tensors[out_id] = y
-    (out,) = [tensors[str(id(t))] for t in model.outputs]
-    return out

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from quantbench import bridge
 from quantbench.execute import BaseSource, silent
 from quantbench.config import REPORTING_FLAGS, RunConfig, flag_keys
 from quantbench.errors import ConfigError, ConversionError, DataError, ModelError, displayable, read_text_file
@@ -228,7 +229,7 @@ def prepare_model(cfg: RunConfig, model=None, size_given: bool = False):
             custom_objects=cfg.quantize.custom_objects,
         )  # fmt: skip
     else:
-        loaded = loader.LoadedModel(model, None, "in-memory", None)
+        loaded = loader.in_memory(model)  # a tf_keras or Keras 3 Model
     io = loader.inspect_io(loaded.model)
     cfg.data.image_size = loader.resolve_image_size(io, cfg.data.image_size if size_given else None)
     loaded.model = loader.fix_input_size(loaded.model, cfg.data.image_size)
@@ -287,8 +288,8 @@ def preflight(cfg: RunConfig, model=None, size_given: bool = False):
                 "cannot be trained here",
                 tip="pass the model as .keras or .h5 (or a Keras SavedModel)",
             )
-        trainable = qat_model_of(loaded.model)
-        _check_qat_wraps(trainable)
+        # A Keras 3 model goes through the tf_keras bridge (bridge.py); its failure is recorded.
+        trainable = bridge.qat_source(loaded.model, qat_model_of, _check_qat_wraps)
     return loaded, io, order, trainable
 
 
@@ -315,8 +316,10 @@ class UserModel(BaseSource):
     def produce(self, ctx, repeat: int):
         return self.loaded.model, None
 
-    def for_transforms(self, model, ctx):
-        return _with_probabilities(self.trainable, ctx)
+    def for_transforms(self, model, ctx, results):
+        # A Keras 3 model: its tf_keras rebuild, checked on the photos (or a ModelError).
+        trainable = bridge.the_bridged_model(ctx, results, self.trainable)
+        return _with_probabilities(trainable, ctx)
 
     def describe_reference(self, row) -> None:
         row.size_bytes = self.loaded.size_bytes
@@ -350,7 +353,8 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
     def describe(ctx, results) -> None:
         results.extras["quantize"] = {
             "model": str(Path(loaded.path).resolve()) if loaded.path else None,
-            "format": loaded.format, "image_size": cfg.data.image_size,
+            "format": loaded.format, "keras_version": loaded.keras_version,
+            "image_size": cfg.data.image_size,
             "num_classes": io.num_classes, "eval_split": cfg.quantize.eval_split,
             "classes_from": str(cfg.data.labels_file) if cfg.data.labels_file else "folders",
         }  # fmt: skip
