@@ -278,8 +278,11 @@ def test_finetune_recipe_on_real_photos(flowers_dir, real_keras_home, tmp_path, 
     assert agreement[True] >= 0.7
     assert agreement[True] >= agreement[False] + 0.2, agreement
 
-    qat_model, training = qat.train_qat("finetune", float_model=float_model, dataset=dataset,
-                                        preprocessing=preprocessing, cfg=cfg, repeat=0, seed=1)  # fmt: skip
+    from quantbench.techniques.transforms import TRANSFORMS, TrainJob
+
+    (spec,) = cfg.transforms or [TRANSFORMS.spec("qat", epochs=1)]
+    job = TrainJob(dataset, preprocessing, cfg, seed=1, repeat=0)
+    qat_model, training = qat.train_qat(TRANSFORMS.params_of(spec), float_model=float_model, job=job)
     assert training.recipe == "finetune" and len(training.epochs) == 1
     calibration = preprocessing.scale(dataset.train_images[:8])
     (conversion,) = convert_all(qat_model, ["int8"], calibration, tmp_path)
