@@ -97,6 +97,12 @@ class LatencyResult(_Model):
     capped: bool = False  # the time cap stopped the timed runs before min_runs
     delegated_ops: int | None = None  # ops XNNPACK took over (None: XNNPACK off)
     total_ops: int | None = None  # ops in the model's main subgraph
+    runtime: str = "interpreter"  # the LiteRT API timed (runtimes.RUNTIMES): or "compiled"
+    # CPU other processes used during the timed loop, in cores (0..cores; busy.py), and
+    # whether that took cores this figure's threads needed. None/False: not recorded.
+    other_cpu: float | None = None
+    busy: bool = False
+    remeasured: bool = False  # measured again after waiting for quiet; the quieter figure kept
 
 
 class PairedDifference(_Model):
@@ -151,9 +157,17 @@ class VariantResult(_Model):
 
     def latency_ms(self, threads: int | None = None) -> float | None:
         """Median latency at `threads` (default: the first measured), XNNPACK preferred."""
-        rows = [r for r in self.latency if threads is None or r.threads == threads]
-        rows.sort(key=lambda r: r.delegate != "xnnpack")
-        return rows[0].median_ms if rows else None
+        figure = self.latency_figure(threads)
+        return figure.median_ms if figure else None
+
+    def latency_figure(self, threads: int | None = None,
+                       runtime: str | None = None) -> LatencyResult | None:  # fmt: skip
+        """The figure latency_ms reports: XNNPACK preferred, then the Interpreter (the runtime
+        quantbench evaluates with), unless `runtime` names one."""
+        rows = [r for r in self.latency if (threads is None or r.threads == threads)
+                and (runtime is None or r.runtime == runtime)]  # fmt: skip
+        rows.sort(key=lambda r: (r.delegate != "xnnpack", r.runtime != "interpreter"))
+        return rows[0] if rows else None
 
 
 class SkippedFile(_Model):
