@@ -56,14 +56,17 @@ def test_remeasure_keeps_the_quieter_figure_and_says_so():
         waits.append((threads, seconds))
         return True, 3.0, 0.0
 
-    kept, lines = busy.remeasure(figures, lambda f: again[(f.threads, f.runtime)],
-                                 deadline=busy.time.monotonic() + 30, wait=wait)  # fmt: skip
+    kept, line = busy.remeasure(figures, lambda f: again[(f.threads, f.runtime)],
+                                deadline=busy.time.monotonic() + 30, wait=wait)  # fmt: skip
     assert kept[0] is figures[0]  # a quiet figure is left alone
     assert kept[1].median_ms == 0.7 and kept[1].remeasured and not kept[1].busy
     assert kept[2].median_ms == 0.8 and kept[2].remeasured and kept[2].busy  # the first was quieter
     assert [t for t, _ in waits] == [2, 2] and 0 < waits[0][1] <= 30
-    assert "kept the new figure" in lines[0] and "0.95 cores" in lines[0]
-    assert "kept the first figure (still busy)" in lines[1]
+    assert line.startswith("re-measured 2 busy figures after waiting 6 s, keeping the quieter")
+    assert "2t interpreter 0.7 ms (others 0.05 cores) over 13.2 ms (0.95 cores)" in line
+    assert "2t compiled 0.8 ms (others 0.90 cores) over 0.9 ms (1.20 cores)" in line
+    assert line.endswith("1 still busy")
+    assert busy.remeasure(figures[:1], None, 0.0) == (figures[:1], None)
 
 
 def _burners(n: int) -> list[subprocess.Popen]:
@@ -91,7 +94,7 @@ def test_a_figure_taken_beside_cpu_burners_is_flagged(tiny_models, images):
     assert r.busy
     from quantbench.explain import busy_notes
 
-    assert "2-thread interpreter figure" in busy_notes([r])[0]
+    assert "busy machine: 1 of 1 latency figures (2t interpreter" in busy_notes([r])[0]
 
 
 def _background() -> float:
@@ -132,3 +135,23 @@ def test_the_figures_own_threads_are_not_counted_as_others(tiny_models, images, 
     r = latency.measure(tiny_models["float32"], images, threads=2, isolate=False, **TIMED)
     assert r.other_cpu is not None and r.other_cpu < 0.1
     assert not r.busy
+
+
+def test_recommendation_and_report_say_when_they_rest_on_busy_figures():
+    from quantbench import recommend
+    from quantbench.config import RecommendConfig
+    from quantbench.report import render
+    from tests.fixtures_results import make_results
+
+    results = make_results(qat=False, failed=False, seed_comparison=False)
+    int8 = results.variant("int8")
+    int8.latency[0] = int8.latency[0].model_copy(update={"other_cpu": 1.4, "busy": True})
+    by_size = recommend.recommend(results, RecommendConfig(objective="size"))
+    assert by_size.busy_latency == [] and "re-measure" not in by_size.reason  # latency unused
+    by_latency = recommend.recommend(results, RecommendConfig(objective="latency"))
+    assert by_latency.busy_latency == ["int8"]
+    assert "rests on latency figures timed while other processes held the cores (int8" in by_latency.reason
+    recommend.attach(results, RecommendConfig(objective="latency"))
+    html = render(results)
+    assert 'class="busy" title="timed while other processes used 1.40 cores"' in html
+    assert "1 figure (marked * in the table) was timed while other processes" in html

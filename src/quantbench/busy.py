@@ -89,6 +89,8 @@ def wait_quiet(threads: int, timeout_s: float, interval_s: float = QUIET_SAMPLE_
     `timeout_s` has passed. Returns (quiet, seconds waited, last other-CPU figure)."""
     started = time.monotonic()
     last: float | None = None
+    if timeout_s <= 0:  # the budget is spent: no look, no wait
+        return False, 0.0, None
     while True:
         before = sample()
         sleep(interval_s)
@@ -101,28 +103,33 @@ def wait_quiet(threads: int, timeout_s: float, interval_s: float = QUIET_SAMPLE_
 
 
 def remeasure(figures: list[LatencyResult], measure_again: Callable[[LatencyResult], LatencyResult],
-              deadline: float, wait=wait_quiet) -> tuple[list[LatencyResult], list[str]]:  # fmt: skip
+              deadline: float, wait=wait_quiet) -> tuple[list[LatencyResult], str | None]:  # fmt: skip
     """Each busy figure measured again (`measure_again(figure)`) after waiting, until the
     time.monotonic() `deadline` at most (shared by every figure), for the machine to become
     quiet; the quieter of the two (less CPU used by others) is kept and marked `remeasured`.
-    Returns the figures in their order and one line per busy figure saying what happened."""
-    kept, lines = [], []
+    Returns the figures in their order and one line saying what happened (None: none busy)."""
+    kept, parts, waited_total, all_quiet = [], [], 0.0, True
     for old in figures:
         if not old.busy:
             kept.append(old)
             continue
-        quiet, waited, _ = wait(old.threads, max(deadline - time.monotonic(), 0.0))
+        quiet, waited, _ = wait(old.threads, deadline - time.monotonic())
+        waited_total += waited
+        all_quiet &= quiet
         new = measure_again(old)
         better = new if (new.other_cpu or 0.0) < (old.other_cpu or 0.0) else old
         kept.append(better.model_copy(update={"remeasured": True}))
-        what = f"{old.threads} thread{'s' * (old.threads != 1)}, {old.runtime}"
-        lines.append(
-            f"{what}: busy figure re-measured after {waited:.0f} s"
-            f"{'' if quiet else ' (the machine never became quiet)'}: {new.median_ms:.3g} ms "
-            f"with others using {_cores(new.other_cpu)} vs {old.median_ms:.3g} ms with "
-            f"{_cores(old.other_cpu)}; kept the {'new' if better is new else 'first'} figure"
-            + (" (still busy)" if better.busy else ""))  # fmt: skip
-    return kept, lines
+        worse = old if better is new else new
+        parts.append(f"{old.threads}t {old.runtime} {better.median_ms:.3g} ms (others "
+                     f"{_cores(better.other_cpu)}) over {worse.median_ms:.3g} ms "
+                     f"({_cores(worse.other_cpu)})")  # fmt: skip
+    if not parts:
+        return kept, None
+    still = sum(f.busy for f in kept)
+    return kept, (f"re-measured {len(parts)} busy figure{'s' * (len(parts) != 1)} after waiting "
+                  f"{waited_total:.0f} s{'' if all_quiet else ' (the machine stayed busy)'}, "
+                  f"keeping the quieter of each pair: {'; '.join(parts)}"
+                  + (f"; {still} still busy" if still else ""))  # fmt: skip
 
 
 def _cores(value: float | None) -> str:

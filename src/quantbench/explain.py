@@ -183,14 +183,16 @@ def _others(r: LatencyResult) -> str:
 
 
 def busy_notes(latency: list[LatencyResult]) -> list[str]:
-    """One note per busy figure: it was timed while other processes took the cores it needed."""
-    notes = []
-    for r in latency:
-        if r.busy:
-            notes.append(f"busy machine: the {r.threads}-thread {r.runtime} figure "
-                         f"({r.median_ms:.3g} ms) was timed while other processes used "
-                         f"{r.other_cpu:.2f} of {_cores()} cores; it may be slower than the model")  # fmt: skip
-    return notes
+    """One note when figures were timed while other processes took the cores they needed."""
+    flagged = [r for r in latency if r.busy]
+    if not flagged:
+        return []
+    low, high = min(r.other_cpu or 0.0 for r in flagged), max(r.other_cpu or 0.0 for r in flagged)
+    span = f"{low:.2f}" if low == high else f"{low:.2f}-{high:.2f}"
+    which = ", ".join(f"{r.threads}t {r.runtime} {r.median_ms:.3g} ms" for r in flagged)
+    return [f"busy machine: {len(flagged)} of {len(latency)} latency figures ({which}) were timed "
+            f"while other processes used {span} of {_cores()} cores; they may be slower than "
+            f"the model"]  # fmt: skip
 
 
 def _cores() -> int:

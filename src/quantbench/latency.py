@@ -421,7 +421,8 @@ def bench(
             return measure(path, inputs, old.threads, xnnpack=old.delegate == "xnnpack",
                            runtime=old.runtime, input_source=old.inputs, **options)  # fmt: skip
 
-        results, remeasured = remeasure(results, again, time.monotonic() + wait_quiet)
+        results, line = remeasure(results, again, time.monotonic() + wait_quiet)
+        remeasured = [line] if line else []
     return {
         "model": str(path),
         "size_bytes": path.stat().st_size,

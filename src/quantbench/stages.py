@@ -331,13 +331,14 @@ def settle_busy(ex: Executor) -> None:
         baseline = ex.results.variant("float32", row.repeat)
         reference_ms = baseline.latency_ms() if baseline and baseline.ok else None
         before = set(explain.explain(path, row.latency, reference_ms))
-        row.latency, lines = busy.remeasure(row.latency, again, deadline)
+        row.latency, line = busy.remeasure(row.latency, again, deadline)
         row.notes = [n for n in row.notes if n not in before]
-        row.notes += explain.explain(path, row.latency, reference_ms) + lines
+        row.notes += explain.explain(path, row.latency, reference_ms) + ([line] if line else [])
         _store_latency(ex, key, row)
         for twin in ex.results.variants:  # rows that copied this row's figures
             if twin.status == "identical" and twin.identical_to == row.variant and twin.repeat == row.repeat:
                 twin.latency = [r.model_copy() for r in row.latency]
-        ctx.emit("info", f"{row.variant}: " + "; ".join(lines))
+        if line:
+            ctx.emit("info", f"{row.variant}: {line}")
     ctx.busy_latency.clear()
     results_mod.save(ex.results, ctx.run_dir)

@@ -295,8 +295,9 @@ def latency(results: RunResults) -> str:
     cap = f"Median latency of one image, ms (LiteRT, {esc(delegate)}). Shorter is better."
     flagged = sum(r.busy for v in results.rows(0) for r in v.latency)
     if flagged:
-        cap += (f" {flagged} figure{'s' * (flagged != 1)} (marked * in the table) were timed "
-                f"while other processes held the cores they needed.")  # fmt: skip
+        cap += (f" {flagged} figure{'s' * (flagged != 1)} (marked * in the table) "
+                f"{'was' if flagged == 1 else 'were'} timed while other processes held the "
+                f"cores {'it' if flagged == 1 else 'they'} needed.")  # fmt: skip
     return section("latency", "Latency",
                    figure("latency", chart, cap, legend([(s, c, False) for s, c in
                                                          zip(series, THREAD_COLORS)]))
