@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from quantbench.results import LatencyResult
 
-# Cores of other processes' CPU tolerated beyond the cores a figure's threads leave free.
-# Quiet here: 0.00-0.05 cores during a figure; a shell's `sleep` loop or an editor stay below
-# 0.1. One CPU-burning process during a 2-thread figure: 0.6-1.0 cores (the figure 1.3-17x
-# slower). 0.25 sits well between the two.
+# Cores of other processes' CPU tolerated beyond the cores a figure's threads leave free:
+# 10x the counters' resolution (+-0.02 cores over 1 s), a quarter of what one spinning process
+# takes. One other process holding a core turned dynamic range's 2-thread figure from 0.64 into
+# 10.6 ms (issue 13); two burners beside a 2-thread figure read 1.56-1.91 cores here.
 BUSY_MARGIN = 0.25
 QUIET_SAMPLE_SECONDS = 1.0  # one look at the machine while waiting for it to become quiet
 
