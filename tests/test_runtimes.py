@@ -106,3 +106,19 @@ def test_table_shows_runtimes_and_marks_busy_figures():
     assert cells["latency ms (2t)"] == "13.20*" and cells["compiled ms (2t)"] == "0.79"
     assert cells["latency ms (1t)"] == "0.60"
     assert "0.93 cores" in busy_lines(results)[0]
+
+
+def test_bench_times_both_runtimes_and_rejects_unknown_ones(tiny_models):
+    import json
+
+    from tests.test_bench_cli import FAST as CLI_FAST
+    from tests.test_bench_cli import assert_clean_error, quantbench
+
+    done = quantbench(tiny_models["float32"], "--json", "--threads", "2", "--runtimes",
+                      "interpreter,compiled", "--wait-quiet", "0", *CLI_FAST)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)["results"]
+    assert [r["runtime"] for r in figures] == ["interpreter", "compiled"]
+    assert all(r["other_cpu"] is not None and isinstance(r["busy"], bool) for r in figures)
+    assert_clean_error(quantbench(tiny_models["float32"], "--runtimes", "compield"),
+                       "unknown runtime 'compield'", "did you mean 'compiled'")  # fmt: skip

@@ -103,11 +103,12 @@ def wait_quiet(threads: int, timeout_s: float, interval_s: float = QUIET_SAMPLE_
 
 
 def remeasure(figures: list[LatencyResult], measure_again: Callable[[LatencyResult], LatencyResult],
-              deadline: float, wait=wait_quiet) -> tuple[list[LatencyResult], str | None]:  # fmt: skip
+              deadline: float, wait=None) -> tuple[list[LatencyResult], str | None]:  # fmt: skip
     """Each busy figure measured again (`measure_again(figure)`) after waiting, until the
     time.monotonic() `deadline` at most (shared by every figure), for the machine to become
     quiet; the quieter of the two (less CPU used by others) is kept and marked `remeasured`.
     Returns the figures in their order and one line saying what happened (None: none busy)."""
+    wait = wait or wait_quiet
     kept, parts, waited_total, all_quiet = [], [], 0.0, True
     for old in figures:
         if not old.busy:

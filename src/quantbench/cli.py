@@ -371,11 +371,12 @@ def _print_bench(report: dict) -> None:
         table.add_row(str(r["threads"]), r.get("runtime", "interpreter"), r["delegate"], runs,
                       *ms, rss, others)  # fmt: skip
     out.print(table)
-    out.print(f"times in ms (cpu: median process CPU time per invoke; others: cores other "
-              f"processes used during the timed loop); device {report['device']} "
+    out.print(f"times in ms (cpu: median process CPU time per invoke); device {report['device']} "
               f"({report['cpu_cores']} cores); "
               f"inputs: {report['inputs']}; XNNPACK takes {report['delegated_ops']} of "
               f"{report['ops']} ops", highlight=False)  # fmt: skip
+    out.print("others: cores other processes used during the timed loop (busy: they took cores "
+              "the figure's threads needed)", highlight=False)  # fmt: skip
     for note in report["notes"]:
         out.print(f"- {note}", highlight=False)
 
