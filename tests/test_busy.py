@@ -155,6 +155,13 @@ def test_recommendation_and_report_say_when_they_rest_on_busy_figures():
     html = render(results)
     assert 'class="busy" title="timed while other processes used 1.40 cores"' in html
     assert "1 figure (marked * in the table) was timed while other processes" in html
+    import csv
+    import io
+
+    from quantbench.results import to_csv
+
+    rows = {r["variant"]: r for r in csv.DictReader(io.StringIO(to_csv(results)))}
+    assert rows["int8"]["latency_busy"] == "True" and rows["float32"]["latency_busy"] == "False"
 
 
 def test_a_run_measures_its_busy_figures_again_at_the_end(tiny_models, tmp_path, monkeypatch):

@@ -409,7 +409,7 @@ CSV_COLUMNS = [
     "variant", "source", "scheme", "policy", "status", "size_bytes", "accuracy",
     "accuracy_ci_low", "accuracy_ci_high", "agreement", "agreement_ci_low", "agreement_ci_high",
     "difference_vs_reference", "difference_ci_low", "difference_ci_high", "mcnemar_p",
-    "latency_ms", "latency_threads", "convert_seconds", "eval_images", "error",
+    "latency_ms", "latency_threads", "latency_busy", "convert_seconds", "eval_images", "error",
 ]  # fmt: skip
 
 
@@ -418,10 +418,11 @@ def to_csv(results: RunResults) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for v in results.variants:
-        first = v.latency[0] if v.latency else None
+        first = v.latency_figure()
         row = v.model_dump(include=set(CSV_COLUMNS))
         row["latency_ms"] = first.median_ms if first else None
         row["latency_threads"] = first.threads if first else None
+        row["latency_busy"] = first.busy if first else None
         for name in ("accuracy", "agreement"):
             ci = getattr(v, f"{name}_ci")
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = ci if ci else (None, None)
