@@ -384,7 +384,7 @@ def bench(
 
     Returns one JSON-ready document: the model, what was fed, every figure, and the notes of
     `explain` on what runs where. `wait_quiet`: re-measure busy figures once the machine is
-    quiet, waiting at most this many seconds for each (`remeasure_busy`).
+    quiet, waiting at most this many seconds in all (busy.remeasure).
     """
     from quantbench import explain
     from quantbench.environment import cpu_model
