@@ -68,6 +68,10 @@ def test_runtime_lists_are_checked():
     with pytest.raises(ConfigError, match="unknown runtime 'tflite'"):
         resolve("smoke", None, {"evaluate.runtimes": ["tflite"]})
     assert set(RUNTIMES) >= {"interpreter", "compiled"}
+    from quantbench.quantize import quantize_overrides
+
+    overrides, _ = quantize_overrides("m.keras", {"runtimes": ["compiled"], "wait_quiet": 5.0})
+    assert overrides["evaluate.runtimes"] == ["compiled"] and overrides["evaluate.wait_quiet"] == 5.0
 
 
 def _fig(threads, ms, runtime="interpreter", other=0.0, busy=False) -> LatencyResult:
