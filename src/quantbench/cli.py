@@ -21,6 +21,12 @@ _VERBOSE = {"on": False}
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+def _runtimes(value: str | None) -> list[str] | None:
+    from quantbench.runtimes import parse_runtimes
+
+    return None if value is None else parse_runtimes(value)
+
+
 def _csv_list(value: str | None, cast=str) -> list | None:
     if value is None:
         return None
@@ -87,6 +93,8 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
     "calibration_images",
     "threads",
     "latency_runs",
+    "runtimes",
+    "wait_quiet",
     "transforms",
     "qat",
     "qat_epochs",
@@ -122,6 +130,11 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 @click.option("--calibration-images", type=int, help="Representative dataset size.")
 @click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
 @click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
+@click.option("--runtimes", help="LiteRT APIs to time: interpreter (default), compiled "
+              "(CompiledModel), or both: interpreter,compiled.")
+@click.option("--wait-quiet", type=click.FloatRange(0, 86_400), metavar="SECONDS",
+              help="Re-measure figures timed on a busy machine at the end, waiting at most this "
+              "long in all for quiet (default 60).")
 @click.option("--qat", help="QAT recipes, comma-separated (same as --transforms qat:recipe=R).")
 @click.option("--qat-epochs", type=int, help="QAT epochs (default: the recipe's own).")
 @click.option("--qat-learning-rate", type=float, help="QAT learning rate (default: the recipe's).")
@@ -139,6 +152,7 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
 
     flags["schemes"] = _csv_list(flags["schemes"])
     flags["threads"] = _csv_list(flags["threads"], int)
+    flags["runtimes"] = _runtimes(flags["runtimes"])
     flags["qat"] = _csv_list(flags["qat"])
     flags["seeds"] = _csv_list(flags["seeds"], int)
     overrides = {RUN_FLAGS[k]: v for k, v in flags.items() if v is not None}
@@ -194,6 +208,11 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
               "every other photo is scored.")
 @click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
 @click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
+@click.option("--runtimes", help="LiteRT APIs to time: interpreter (default), compiled "
+              "(CompiledModel), or both: interpreter,compiled.")
+@click.option("--wait-quiet", type=click.FloatRange(0, 86_400), metavar="SECONDS",
+              help="Re-measure figures timed on a busy machine at the end, waiting at most this "
+              "long in all for quiet (default 60).")
 @recommendation_options
 @click.option("--name", help="Run name (default: quantize-<model file name>).")
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Where run directories go.")
@@ -210,6 +229,7 @@ def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...]
 
     flags["schemes"] = _csv_list(flags["schemes"])
     flags["threads"] = _csv_list(flags["threads"], int)
+    flags["runtimes"] = _runtimes(flags["runtimes"])
     overrides = dict(config_mod.parse_assignment(text) for text in assignments)
     if resume is not None:
         # The run's own config, checked against what this command asks for.
@@ -291,24 +311,35 @@ def _finite(ctx, param, value):
               show_default=True)
 @click.option("--images", type=click.IntRange(1, 10_000), default=16, show_default=True,
               help="How many inputs to cycle through.")
+@click.option("--runtimes", default="interpreter", show_default=True,
+              help="LiteRT APIs to time: interpreter, compiled (CompiledModel), or both.")
+@click.option("--wait-quiet", type=FINITE_SECONDS, is_flag=False, flag_value=60.0,
+              callback=_finite, metavar="[SECONDS]",
+              help="Re-measure figures timed while other processes held the cores, after "
+                   "waiting at most SECONDS (default 60) in all for the machine to be quiet.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def bench(model: Path, threads: str | None, delegates: str, runs: int, min_seconds: float,
           max_seconds: float, warmup_runs: int, data: Path | None, image_size: int | None,
-          scaling: str, channel_order: str, images: int, as_json: bool) -> None:  # fmt: skip
+          scaling: str, channel_order: str, images: int, runtimes: str,
+          wait_quiet: float | None, as_json: bool) -> None:  # fmt: skip
     """Benchmark any .tflite file's latency on LiteRT (benchmark_model's method)."""
     import json
 
     from quantbench import latency
     from quantbench.preprocess import Preprocessing
 
+    from quantbench.runtimes import parse_runtimes
+
     threads_list = latency.parse_threads(threads)
     modes = latency.parse_delegates(delegates)
+    runtime_list = parse_runtimes(runtimes)
     latency.check_model_file(model)
     size = image_size or latency.input_shape(model)[1]
     report = latency.bench(
         model, threads_list, modes, data_dir=data,
         preprocessing=Preprocessing(size, scaling, channel_order), images=images,
-        min_runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, warmup_runs=warmup_runs,
+        runtimes=runtime_list, wait_quiet=wait_quiet, min_runs=runs, min_seconds=min_seconds,
+        max_seconds=max_seconds, warmup_runs=warmup_runs,
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -325,22 +356,27 @@ def _print_bench(report: dict) -> None:
 
     table = Table(title=Text(f"{report['model']} ({report['size_bytes'] / 1e6:.2f} MB)"),
                   header_style="bold", title_justify="left")  # fmt: skip
-    columns = ["threads", "delegate", "runs", "init", "first", "median", "mean", "std", "min",
-               "p90", "p95", "max", "cpu", "peak RSS"]  # fmt: skip
+    columns = ["threads", "runtime", "delegate", "runs", "init", "first", "median", "mean", "std",
+               "min", "p90", "p95", "max", "cpu", "peak RSS", "others"]  # fmt: skip
     for column in columns:
-        table.add_column(column, justify="left" if column == "delegate" else "right")
+        table.add_column(column, justify="left" if column in ("delegate", "runtime") else "right")
     for r in report["results"]:
         ms = [f"{r[k]:.3g}" if r[k] is not None else "-" for k in
               ("init_ms", "first_invoke_ms", "median_ms", "mean_ms", "std_ms", "min_ms",
                "p90_ms", "p95_ms", "max_ms", "cpu_ms")]  # fmt: skip
         runs = f"{r['runs']}{' (capped)' if r['capped'] else ''}"
         rss = f"{r['peak_rss_mb']:.1f} MB" if r["peak_rss_mb"] is not None else "-"
-        table.add_row(str(r["threads"]), r["delegate"], runs, *ms, rss)
+        others = "-" if r.get("other_cpu") is None else f"{r['other_cpu']:.2f}"
+        others += " (busy)" if r.get("busy") else ""
+        table.add_row(str(r["threads"]), r.get("runtime", "interpreter"), r["delegate"], runs,
+                      *ms, rss, others)  # fmt: skip
     out.print(table)
     out.print(f"times in ms (cpu: median process CPU time per invoke); device {report['device']} "
               f"({report['cpu_cores']} cores); "
               f"inputs: {report['inputs']}; XNNPACK takes {report['delegated_ops']} of "
               f"{report['ops']} ops", highlight=False)  # fmt: skip
+    out.print("others: cores other processes used during the timed loop (busy: they took cores "
+              "the figure's threads needed)", highlight=False)  # fmt: skip
     for note in report["notes"]:
         out.print(f"- {note}", highlight=False)
 

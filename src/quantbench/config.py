@@ -103,6 +103,26 @@ class EvaluateConfig(_Section):
     # Images per LiteRT invoke during evaluation. 4 was fastest here (benchmarks/eval_vs_floor.py
     # --batch-size): larger batches' activations spill out of the CPU's caches.
     batch_size: int = Field(4, ge=1, le=4096)
+    # LiteRT APIs each latency figure is timed through (runtimes.RUNTIMES): "interpreter" (what
+    # evaluation uses) and/or "compiled" (CompiledModel). See runtimes.py for where they differ.
+    runtimes: list[str] = Field(default_factory=lambda: ["interpreter"])
+    # Figures timed while other processes held the cores are measured again at the end of a
+    # run, after waiting at most this many seconds in all for quiet (null: keep them as they are).
+    wait_quiet: float | None = Field(60.0, ge=0)
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, value: list[str]) -> list[str]:
+        from quantbench.runtimes import RUNTIMES
+        from quantbench.suggest import did_you_mean
+
+        for name in value:
+            if name not in RUNTIMES:
+                raise ValueError(f"unknown runtime {name!r}{did_you_mean(name, RUNTIMES)}; "
+                                 f"choose from: {', '.join(RUNTIMES)}")  # fmt: skip
+        if not value:
+            raise ValueError("runtimes must name at least one runtime")
+        return list(dict.fromkeys(value))
 
     @field_validator("threads")
     @classmethod
@@ -204,6 +224,8 @@ FLAG_KEYS: dict[str, str] = {
     "calibration_images": "convert.calibration_images",
     "threads": "evaluate.threads",
     "latency_runs": "evaluate.latency_runs",
+    "runtimes": "evaluate.runtimes",
+    "wait_quiet": "evaluate.wait_quiet",
     "transforms": "transforms",
     "qat": "qat.recipes",
     "qat_epochs": "qat.epochs",

@@ -102,6 +102,9 @@ class Context:
     latency_key: str = ""
     reference_predictions: dict[int, np.ndarray] = field(default_factory=dict)  # by repeat
     worker: Any = None  # evaluate.EvalWorker, started at the first measurement
+    # (row id, latency store key, .tflite path) of rows with a figure timed on a busy machine:
+    # stages.settle_busy measures them again at the end of the run.
+    busy_latency: list[tuple[str, str, Path]] = field(default_factory=list)
 
     @property
     def preprocessing(self):
@@ -271,7 +274,7 @@ class Executor:
     # --- the plan -----------------------------------------------------------------------------
 
     def run(self, specs: list[VariantSpec]) -> None:
-        from quantbench.stages import convert_model, measure_variant, reference_row
+        from quantbench.stages import convert_model, measure_variant, reference_row, settle_busy
 
         self.plan = list(specs)
         failed: dict[ModelSpec, str] = {}  # models that could not be made, and why
@@ -305,6 +308,7 @@ class Executor:
             files = convert_model(self, model_spec, lazy, todo)
             for spec in todo:
                 self._add(measure_variant(self, spec, files[spec]))
+        settle_busy(self)
 
     def _restore_reference(self, spec: VariantSpec) -> None:
         """A resumed run needs the reference's predictions for the agreement of new rows."""

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 INTEGER_TYPES = ("int8", "uint8", "int16")
 SAME_SPEED = 0.10  # within 10% of the reference counts as "as fast"
+# Interpreter vs CompiledModel beyond this ratio gets a note. Quiet, they agree within 5% on
+# every scheme (benchmarks/runtimes.py); a partly delegated model under load differs 10x+.
+RUNTIMES_DIFFER = 1.5
 
 
 @dataclass(frozen=True)
@@ -166,11 +169,60 @@ def _counts(counter: dict[str, int], limit: int = 4) -> str:
 
 
 def _headline(latency: list[LatencyResult]) -> LatencyResult | None:
-    """The figure VariantResult.latency_ms() reports: first thread count, XNNPACK preferred."""
+    """The figure VariantResult.latency_ms() reports: first thread count, XNNPACK preferred,
+    then the Interpreter."""
     if not latency:
         return None
     rows = [r for r in latency if r.threads == latency[0].threads]
-    return sorted(rows, key=lambda r: r.delegate != "xnnpack")[0]
+    return sorted(rows, key=lambda r: (r.delegate != "xnnpack", r.runtime != "interpreter"))[0]
+
+
+def _others(r: LatencyResult) -> str:
+    """' (others used 0.93 cores during it)', or '' when not recorded."""
+    return "" if r.other_cpu is None else f" (other processes used {r.other_cpu:.2f} cores during it)"
+
+
+def busy_notes(latency: list[LatencyResult]) -> list[str]:
+    """One note when figures were timed while other processes took the cores they needed."""
+    flagged = [r for r in latency if r.busy]
+    if not flagged:
+        return []
+    low, high = min(r.other_cpu or 0.0 for r in flagged), max(r.other_cpu or 0.0 for r in flagged)
+    span = f"{low:.2f}" if low == high else f"{low:.2f}-{high:.2f}"
+    which = ", ".join(f"{r.threads}t {r.runtime} {r.median_ms:.3g} ms" for r in flagged)
+    return [f"busy machine: {len(flagged)} of {len(latency)} latency figures ({which}) were timed "
+            f"while other processes used {span} of {_cores()} cores; they may be slower than "
+            f"the model"]  # fmt: skip
+
+
+def _cores() -> int:
+    from quantbench.busy import cores
+
+    return cores()
+
+
+def runtime_notes(latency: list[LatencyResult], mixed: bool = False) -> list[str]:
+    """Where the Interpreter and CompiledModel differ by more than RUNTIMES_DIFFER."""
+    by_key = {(r.threads, r.delegate, r.runtime): r for r in latency}
+    notes = []
+    for (threads, delegate, runtime), interp in sorted(by_key.items()):
+        compiled = by_key.get((threads, delegate, "compiled"))
+        if runtime != "interpreter" or compiled is None:
+            continue
+        ratio = interp.median_ms / compiled.median_ms
+        if 1 / RUNTIMES_DIFFER <= ratio <= RUNTIMES_DIFFER:
+            continue
+        plural = "s" * (threads != 1)
+        text = (f"the Interpreter takes {interp.median_ms:.3g} ms and CompiledModel "
+                f"{compiled.median_ms:.3g} ms at {threads} thread{plural} ({delegate}, "
+                f"{max(ratio, 1 / ratio):.1f}x)")  # fmt: skip
+        if ratio > 1 and mixed and delegate == "xnnpack" and threads > 1:
+            text += (": the Interpreter gives its ops outside XNNPACK their own thread pool "
+                     "besides XNNPACK's, and the two pools wait for each other at every "
+                     "partition boundary when other processes hold a core"
+                     + _others(interp) + "; CompiledModel runs those ops on the calling thread")  # fmt: skip
+        notes.append(text)
+    return notes
 
 
 def _speed(ratio: float) -> str:
@@ -186,6 +238,7 @@ def _latency_notes(latency: list[LatencyResult], reference_ms: float | None,
     head = _headline(latency)
     if head is None:
         return notes
+    everything, latency = latency, [r for r in latency if r.runtime == head.runtime]
     where = f"{head.threads} thread{'s' if head.threads > 1 else ''}, {head.delegate}"
     if reference_ms and head.median_ms != reference_ms:
         notes.append(f"{_speed(head.median_ms / reference_ms)} the float32 variant "
@@ -210,10 +263,12 @@ def _latency_notes(latency: list[LatencyResult], reference_ms: float | None,
                      if mixed and head.delegate == "xnnpack" else "")  # fmt: skip
             notes.append(f"{threads[-1]} threads are {1 / gain:.1f}x slower than {threads[0]} "
                          f"{times}: its threads wait for each other, which collapses when other "
-                         f"processes hold the cores{pools}")  # fmt: skip
+                         f"processes hold the cores{pools}{_others(many)}")  # fmt: skip
         elif gain < 1 + SAME_SPEED:
-            notes.append(f"{threads[-1]} threads are no faster than {threads[0]} {times}: the "
-                         f"model is too small to split, or other processes held the cores")  # fmt: skip
+            held = ("other processes held the cores" if many.other_cpu is None
+                    else "other processes held the cores" + _others(many) if many.busy
+                    else f"the model is too small to split{_others(many)}")  # fmt: skip
+            notes.append(f"{threads[-1]} threads are no faster than {threads[0]} {times}: {held}")
     contended = [
         r for r in latency if r.threads == 1 and r.cpu_ms and r.cpu_ms < 0.85 * r.median_ms
     ]
@@ -222,6 +277,7 @@ def _latency_notes(latency: list[LatencyResult], reference_ms: float | None,
         notes.append(f"measured under contention: the 1-thread invokes spent only "
                      f"{r.cpu_ms / r.median_ms:.0%} of their time on a CPU ({r.cpu_ms:.3g} ms CPU "
                      f"vs {r.median_ms:.3g} ms wall); other processes held the cores")  # fmt: skip
+    notes += runtime_notes(everything, mixed) + busy_notes(everything)
     capped = [r for r in latency if r.capped]
     if capped:
         notes.append(f"only {capped[0].runs} timed runs at {capped[0].threads} threads: the time "

@@ -215,37 +215,37 @@ def _loop(invoke, set_input, n_inputs: int, start: int, min_runs: int, min_secon
 
 def run_measurement(model_path: str | Path, inputs: np.ndarray, threads: int, xnnpack: bool,
                     min_runs: int, min_seconds: float, max_seconds: float, warmup_runs: int,
-                    warmup_seconds: float, track_memory: bool) -> dict[str, Any]:  # fmt: skip
-    """The measurement itself, in the calling process; returns LatencyResult fields."""
-    from quantbench import litert
+                    warmup_seconds: float, track_memory: bool,
+                    runtime: str = "interpreter") -> dict[str, Any]:  # fmt: skip
+    """The measurement itself, in the calling process; returns LatencyResult fields.
+
+    `runtime` names the LiteRT API (runtimes.RUNTIMES); `other_cpu` is the CPU other
+    processes used during the timed loop, in cores (busy.py)."""
+    from quantbench import busy, litert
+    from quantbench.runtimes import RuntimeOpenError, open_session
 
     tracked = track_memory and _reset_peak_rss()
     rss_before = _rss_kb("VmRSS") if tracked else None
 
     t0 = time.perf_counter()
-    interpreter = _open(model_path, threads, xnnpack)
-    detail = interpreter.get_input_details()[0]
+    try:
+        session = open_session(runtime, model_path, threads, xnnpack)
+    except RuntimeOpenError as e:
+        verb, tip = ("open", "is it a valid .tflite file?") if e.stage == "open" else \
+            ("prepare", "re-run with -v")  # fmt: skip
+        raise LatencyError(f"LiteRT cannot {verb} {model_path}: {e}", tip=tip) from e
+    init_ms = (time.perf_counter() - t0) * 1e3
+    detail = session.input_detail
     if tuple(int(d) for d in detail["shape"][1:]) != tuple(inputs.shape[1:]):
         raise LatencyError(
             f"inputs of shape {tuple(inputs.shape[1:])} do not fit the model's input "
             f"{tuple(int(d) for d in detail['shape'])}", tip="use the model's image size")  # fmt: skip
-    try:
-        if detail["shape"][0] != 1:  # latency is per image: a batch of one
-            interpreter.resize_tensor_input(detail["index"], [1, *inputs.shape[1:]])
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise LatencyError(f"LiteRT cannot prepare {model_path}: {str(e).strip().splitlines()[0]}",
-                           tip="re-run with -v") from e  # fmt: skip
-    init_ms = (time.perf_counter() - t0) * 1e3
-
-    detail = interpreter.get_input_details()[0]
-    index = detail["index"]
 
     def set_input(k: int) -> None:
         # Quantized one image at a time, outside the timed region: no extra copies in memory.
-        interpreter.set_tensor(index, litert.quantize_input(inputs[k : k + 1], detail))
+        session.set_input(litert.quantize_input(inputs[k : k + 1], detail))
 
-    invoke = interpreter.invoke
+    invoke = session.invoke
     set_input(0)
     t0 = time.perf_counter_ns()
     invoke()
@@ -253,17 +253,18 @@ def run_measurement(model_path: str | Path, inputs: np.ndarray, threads: int, xn
     # Warm-up: the first invoke counts as one; cap it like the timed loop.
     warmup, _, _ = _loop(invoke, set_input, len(inputs), 1, max(warmup_runs - 1, 0),
                       warmup_seconds, max(warmup_seconds, max_seconds / 5), 0)  # fmt: skip
+    before = busy.sample()
     times, cpu_times, capped = _loop(invoke, set_input, len(inputs), 1 + len(warmup), min_runs,
                           min_seconds, max_seconds, min(MIN_RUNS_FLOOR, min_runs))  # fmt: skip
+    other = busy.other_cpu(before, busy.sample())
 
-    from quantbench.explain import delegated_ops
-
-    delegated, total = delegated_ops(interpreter) if xnnpack else (0, None)
+    delegated = session.delegated_ops()
     peak = _rss_kb("VmHWM") if tracked else None
     a = np.asarray(times)
     return {
         "threads": int(threads),
         "delegate": "xnnpack" if xnnpack else "none",
+        "runtime": runtime,
         "runs": len(times),
         "warmup_runs": 1 + len(warmup),
         "median_ms": float(np.median(a)),
@@ -278,8 +279,10 @@ def run_measurement(model_path: str | Path, inputs: np.ndarray, threads: int, xn
         "cpu_ms": float(np.median(cpu_times)),
         "peak_rss_mb": (peak - rss_before) / 1024 if peak and rss_before else None,
         "capped": capped,
-        "delegated_ops": delegated if total is not None else None,
-        "total_ops": total,
+        "delegated_ops": delegated[0] if delegated else None,
+        "total_ops": delegated[1] if delegated else None,
+        "other_cpu": other,
+        "busy": busy.is_busy(other, threads),
     }
 
 
@@ -314,12 +317,14 @@ def measure(
     max_seconds: float = MAX_SECONDS,
     isolate: bool = True,
     input_source: str | None = None,
+    runtime: str = "interpreter",
 ) -> LatencyResult:
     """One latency figure of `model_path` for float32 preprocessed `inputs` (N, H, W, C).
 
     Images are cycled through, one per invoke. `isolate=False` measures in this process
     (faster, but init and memory then depend on what ran before; `peak_rss_mb` is None).
-    `input_source` describes the inputs in the result (default: "N images").
+    `input_source` describes the inputs in the result (default: "N images"). `runtime`: the
+    LiteRT API (runtimes.RUNTIMES: "interpreter", "compiled").
     """
     from quantbench.environment import cpu_model
     from quantbench.results import LatencyResult
@@ -334,7 +339,7 @@ def measure(
         "model": str(path), "threads": int(threads), "xnnpack": bool(xnnpack),
         "min_runs": int(min_runs), "min_seconds": float(min_seconds),
         "max_seconds": float(max(max_seconds, min_seconds)), "warmup_runs": int(warmup_runs),
-        "warmup_seconds": float(warmup_seconds),
+        "warmup_seconds": float(warmup_seconds), "runtime": runtime,
     }  # fmt: skip
     if isolate:
         fields = _run_in_worker(spec, inputs)
@@ -351,12 +356,14 @@ def measure_all(
     inputs: np.ndarray,
     threads_list: list[int] | None = None,
     xnnpack_modes: tuple[bool, ...] = (True,),
+    runtimes: list[str] | tuple[str, ...] = ("interpreter",),
     **options: Any,
 ) -> list[LatencyResult]:
-    """`measure` for every thread count (default: 1 and all cores) and XNNPACK mode."""
+    """`measure` for every runtime, XNNPACK mode and thread count (default: 1 and all cores)."""
     threads_list = threads_list or default_threads()
     return [
-        measure(model_path, inputs, threads, xnnpack=xnnpack, **options)
+        measure(model_path, inputs, threads, xnnpack=xnnpack, runtime=runtime, **options)
+        for runtime in runtimes
         for xnnpack in xnnpack_modes
         for threads in threads_list
     ]
@@ -369,12 +376,15 @@ def bench(
     data_dir: str | Path | None = None,
     preprocessing: Preprocessing | None = None,
     images: int = 16,
+    runtimes: list[str] | tuple[str, ...] = ("interpreter",),
+    wait_quiet: float | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Benchmark any .tflite by itself: real images from `data_dir`, else random inputs.
 
     Returns one JSON-ready document: the model, what was fed, every figure, and the notes of
-    `explain` on what runs where.
+    `explain` on what runs where. `wait_quiet`: re-measure busy figures once the machine is
+    quiet, waiting at most this many seconds in all (busy.remeasure).
     """
     from quantbench import explain
     from quantbench.environment import cpu_model
@@ -401,7 +411,18 @@ def bench(
         else:
             source = (f"{images} random inputs spanning the {summary['input_dtype']} input's "
                       f"whole range (no --data)")  # fmt: skip
-    results = measure_all(path, inputs, threads_list, xnnpack_modes, input_source=source, **options)
+    results = measure_all(path, inputs, threads_list, xnnpack_modes, runtimes,
+                          input_source=source, **options)  # fmt: skip
+    remeasured: list[str] = []
+    if wait_quiet is not None:
+        from quantbench.busy import remeasure
+
+        def again(old: LatencyResult) -> LatencyResult:
+            return measure(path, inputs, old.threads, xnnpack=old.delegate == "xnnpack",
+                           runtime=old.runtime, input_source=old.inputs, **options)  # fmt: skip
+
+        results, line = remeasure(results, again, time.monotonic() + wait_quiet)
+        remeasured = [line] if line else []
     return {
         "model": str(path),
         "size_bytes": path.stat().st_size,
@@ -413,7 +434,7 @@ def bench(
         "ops": summary["total_ops"],
         "delegated_ops": summary["delegated_ops"],
         "results": [r.model_dump() for r in results],
-        "notes": explain.explain(path, results),
+        "notes": explain.explain(path, results) + remeasured,
     }
 
 

@@ -48,6 +48,8 @@ OPTIONS = flag_keys(
     "calibration_images",
     "threads",
     "latency_runs",
+    "runtimes",
+    "wait_quiet",
     "qat_epochs",
     "qat_learning_rate",
     "eval_split",

@@ -44,6 +44,9 @@ class Recommendation(BaseModel):
     nearest_miss: str | None = None
     # variant -> [measured drop, upper bound at the chosen confidence or None], in points
     accuracy_drops: dict[str, list[float | None]] = Field(default_factory=dict)
+    # Variants whose headline latency was timed while other processes held the cores (busy.py),
+    # when the decision rests on latency (objective latency or a latency limit).
+    busy_latency: list[str] = Field(default_factory=list)
 
 
 def metric(results: RunResults, row: VariantResult, name: str) -> float | None:
@@ -199,6 +202,9 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
 
     fitting.sort(key=rank_key)
     base.candidates = fitting
+    if c.objective == "latency" or c.max_latency_ms is not None:
+        base.busy_latency = [v.variant for v in rows
+                             if (f := v.latency_figure()) is not None and f.busy]  # fmt: skip
     level = next((b.level for b in bounds.values() if b is not None and b.level), None)
     limits = _limits_phrase(c, ref_acc is not None, level)
     if fitting:
@@ -212,6 +218,7 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
             f"{best} is the {_SUPERLATIVE[c.objective]} variant "
             f"({_describe_value(objective, values[best][objective])}) that {limits}{versus}."
             + _confidence_phrase(base.accuracy_drops.get(best), bounds.get(best))
+            + _busy_phrase(base.busy_latency)
         )
         return base
     misses.sort()
@@ -219,8 +226,18 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
     base.reason = (
         f"No variant {limits}; the nearest miss is "
         f"{base.nearest_miss} ({'; '.join(base.ruled_out[base.nearest_miss])})."
+        + _busy_phrase(base.busy_latency)
     )
     return base
+
+
+def _busy_phrase(names: list[str]) -> str:
+    """The caveat of a latency-based decision resting on figures timed on a busy machine."""
+    if not names:
+        return ""
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return (f" It rests on latency figures timed while other processes held the cores "
+            f"({shown}; marked *): re-measure on a quiet machine before trusting the ranking.")
 
 
 def _confidence_phrase(drop: list[float | None] | None, bound: DropBound | None) -> str:

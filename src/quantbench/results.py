@@ -97,6 +97,12 @@ class LatencyResult(_Model):
     capped: bool = False  # the time cap stopped the timed runs before min_runs
     delegated_ops: int | None = None  # ops XNNPACK took over (None: XNNPACK off)
     total_ops: int | None = None  # ops in the model's main subgraph
+    runtime: str = "interpreter"  # the LiteRT API timed (runtimes.RUNTIMES): or "compiled"
+    # CPU other processes used during the timed loop, in cores (0..cores; busy.py), and
+    # whether that took cores this figure's threads needed. None/False: not recorded.
+    other_cpu: float | None = None
+    busy: bool = False
+    remeasured: bool = False  # measured again after waiting for quiet; the quieter figure kept
 
 
 class PairedDifference(_Model):
@@ -151,9 +157,17 @@ class VariantResult(_Model):
 
     def latency_ms(self, threads: int | None = None) -> float | None:
         """Median latency at `threads` (default: the first measured), XNNPACK preferred."""
-        rows = [r for r in self.latency if threads is None or r.threads == threads]
-        rows.sort(key=lambda r: r.delegate != "xnnpack")
-        return rows[0].median_ms if rows else None
+        figure = self.latency_figure(threads)
+        return figure.median_ms if figure else None
+
+    def latency_figure(self, threads: int | None = None,
+                       runtime: str | None = None) -> LatencyResult | None:  # fmt: skip
+        """The figure latency_ms reports: XNNPACK preferred, then the Interpreter (the runtime
+        quantbench evaluates with), unless `runtime` names one."""
+        rows = [r for r in self.latency if (threads is None or r.threads == threads)
+                and (runtime is None or r.runtime == runtime)]  # fmt: skip
+        rows.sort(key=lambda r: (r.delegate != "xnnpack", r.runtime != "interpreter"))
+        return rows[0] if rows else None
 
 
 class SkippedFile(_Model):
@@ -395,7 +409,7 @@ CSV_COLUMNS = [
     "variant", "source", "scheme", "policy", "status", "size_bytes", "accuracy",
     "accuracy_ci_low", "accuracy_ci_high", "agreement", "agreement_ci_low", "agreement_ci_high",
     "difference_vs_reference", "difference_ci_low", "difference_ci_high", "mcnemar_p",
-    "latency_ms", "latency_threads", "convert_seconds", "eval_images", "error",
+    "latency_ms", "latency_threads", "latency_busy", "convert_seconds", "eval_images", "error",
 ]  # fmt: skip
 
 
@@ -404,10 +418,11 @@ def to_csv(results: RunResults) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for v in results.variants:
-        first = v.latency[0] if v.latency else None
+        first = v.latency_figure()
         row = v.model_dump(include=set(CSV_COLUMNS))
         row["latency_ms"] = first.median_ms if first else None
         row["latency_threads"] = first.threads if first else None
+        row["latency_busy"] = first.busy if first else None
         for name in ("accuracy", "agreement"):
             ci = getattr(v, f"{name}_ci")
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = ci if ci else (None, None)

@@ -25,9 +25,31 @@ def _difference(v: VariantResult) -> tuple[str, str]:
     return f"{100 * p.difference:+.1f} [{low:+.1f},{high:+.1f}]", f"{p.p_value:.2g}"
 
 
-def _latency(v: VariantResult, threads: int) -> str:
-    ms = v.latency_ms(threads)
-    return "-" if ms is None else f"{ms:.2f}"
+BUSY_MARK = "*"  # a figure timed while other processes held the cores it needed (busy.py)
+
+
+def _latency(v: VariantResult, threads: int, runtime: str | None = None) -> str:
+    figure = v.latency_figure(threads, runtime)
+    if figure is None:
+        return "-"
+    return f"{figure.median_ms:.2f}" + (BUSY_MARK if figure.busy else "")
+
+
+def _other_runtimes(results: RunResults) -> list[str]:
+    """Runtimes besides the Interpreter (the headline), each shown in its own columns."""
+    names = {r.runtime for v in results.variants for r in v.latency}
+    return sorted(names - {"interpreter"})
+
+
+def busy_lines(results: RunResults) -> list[str]:
+    """The legend of the busy mark, when some figure carries it."""
+    flagged = [r for v in results.rows(0) for r in v.latency if r.busy]
+    if not flagged:
+        return []
+    most = max(r.other_cpu or 0.0 for r in flagged)
+    return [f"{BUSY_MARK} timed while other processes held the cores it needed (up to "
+            f"{most:.2f} cores used by others): the figure may be slower than the model; "
+            f"re-measure on a quiet machine (`quantbench bench --wait-quiet`)"]  # fmt: skip
 
 
 def results_table(results: RunResults, repeat: int = 0) -> Table:
@@ -44,19 +66,23 @@ def results_table(results: RunResults, repeat: int = 0) -> Table:
     table.add_column("p", justify="right")
     for t in threads:
         table.add_column(f"latency ms ({t}t)", justify="right")
+    others = [(runtime, t) for runtime in _other_runtimes(results) for t in threads]
+    for runtime, t in others:
+        table.add_column(f"{runtime} ms ({t}t)", justify="right")
     table.add_column("convert s", justify="right")
     for v in results.rows(repeat):
         size = "-" if v.size_bytes is None else f"{v.size_bytes / 1e6:.2f}"
         convert = "-" if v.convert_seconds is None else f"{v.convert_seconds:.1f}"
         if v.status == "failed":
-            cells = [styled("failed", "red"), "", "", "", "", *[""] * len(threads), ""]
+            cells = [styled("failed", "red"), "", "", "", "", *[""] * (len(threads) + len(others)), ""]
             table.add_row(Text(v.variant), Text(v.policy), *cells, style="dim")
             continue
         name = v.variant if v.status == "ok" else f"{v.variant} (= {v.identical_to})"
         table.add_row(
             Text(name), Text(v.policy), size, _pct(v.accuracy, v.accuracy_ci),
             _pct(v.agreement, v.agreement_ci), *_difference(v),
-            *[_latency(v, t) for t in threads], convert,
+            *[_latency(v, t, "interpreter" if others else None) for t in threads],
+            *[_latency(v, t, runtime) for runtime, t in others], convert,
         )  # fmt: skip
     return table
 
@@ -85,7 +111,7 @@ def uncertainty_lines(results: RunResults) -> list[str]:
 
 def print_results(results: RunResults) -> None:
     out.print(results_table(results))
-    for explanation in uncertainty_lines(results):
+    for explanation in uncertainty_lines(results) + busy_lines(results):
         out.print(explanation, highlight=False, markup=False)
     for v in results.rows(0):
         if v.status == "failed":

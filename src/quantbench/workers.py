@@ -57,8 +57,10 @@ OPS: dict[str, str] = {
 PLUGINS_ENV = "QUANTBENCH_WORKER_OPS"  # extra op modules (tests), read by the child only
 PARENT_ENV = "QUANTBENCH_WORKER_PARENT"
 CLOSE_SECONDS = 10  # a closed child finishes its exit (TensorFlow's teardown) or is killed
-# Log lines that never explain a failure (XNNPACK announces itself for every interpreter).
-_NOISE = re.compile(r"^INFO: Created TensorFlow Lite|^INFO: Initialized TensorFlow Lite")
+# Log lines that never explain a failure (XNNPACK announces itself for every interpreter;
+# CompiledModel's environment lists every accelerator and plugin it tries to load).
+_NOISE = re.compile(r"^INFO: Created TensorFlow Lite|^INFO: Initialized TensorFlow Lite|"
+                    r"^INFO: \[|^WARNING: \[(npu_registry|compiler_plugin)|^└ Could not load")
 
 
 class WorkerError(QuantbenchError):

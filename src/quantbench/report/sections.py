@@ -183,8 +183,9 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
             (acc, acc_cell), (delta, _delta_cell(v, delta)), (agree, pct(agree)),
         ]  # fmt: skip
         for t in threads:
-            ms = v.latency_ms(t) if v.status != "failed" else None
-            cells.append((ms, num(ms)))
+            figure = v.latency_figure(t) if v.status != "failed" else None
+            ms = figure.median_ms if figure else None
+            cells.append((ms, num(ms) + _busy_mark(figure)))
         cells.append((v.convert_seconds, num(v.convert_seconds, 1)))
         tds = "".join(f'<td data-sort="{sort_attr(s)}"{_col_css(i)}>{h}</td>'
                       for i, (s, h) in enumerate(cells))  # fmt: skip
@@ -200,7 +201,39 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
                   "comes with its paired 95% interval (the same photos) and exact McNemar p.")
     elif not repeated:
         intro += " One training run: no confidence intervals (use --repeats for them)."
+    if any(r.busy for v in rows0 for r in v.latency):
+        intro += (" * marks a latency timed while other processes held the cores it needed "
+                  "(hover for how much): it may be slower than the model.")  # fmt: skip
     return section("table", "Variants", table, intro)
+
+
+def _busy_mark(figure: Any) -> str:
+    """' *' with the other processes' CPU as a tooltip, for a figure timed on a busy machine."""
+    if figure is None or not figure.busy:
+        return ""
+    title = (f"timed while other processes used {figure.other_cpu:.2f} cores"
+             + ("; re-measured, the quieter figure kept" if figure.remeasured else ""))  # fmt: skip
+    return f' <span class="busy" title="{esc(title)}">*</span>'
+
+
+def runtimes_table(results: RunResults) -> str:
+    """Interpreter and CompiledModel medians side by side, when both were timed."""
+    records = []
+    for v in results.rows(0):
+        for t in threads_of(results):
+            interp, compiled = v.latency_figure(t, "interpreter"), v.latency_figure(t, "compiled")
+            if interp is None or compiled is None:
+                continue
+            records.append({"variant": v.variant, "threads": t,
+                            "Interpreter ms": round(interp.median_ms, 3),
+                            "CompiledModel ms": round(compiled.median_ms, 3),
+                            "ratio": round(interp.median_ms / compiled.median_ms, 2),
+                            "others (cores)": round(max(interp.other_cpu or 0, compiled.other_cpu or 0), 2)})  # fmt: skip
+    if not records:
+        return ""
+    return ("<p>LiteRT's two APIs, the same file and thread count (ratio: Interpreter / "
+            "CompiledModel; others: CPU other processes used during the figures).</p>"
+            + generic_table(records))  # fmt: skip
 
 
 def _col_css(index: int, head: bool = False) -> str:
@@ -260,9 +293,15 @@ def latency(results: RunResults) -> str:
     chart = svg.bars(rows, series, THREAD_COLORS, "ms", "median latency per thread count")
     delegate = next((r.delegate for v in results.rows(0) for r in v.latency), "xnnpack")
     cap = f"Median latency of one image, ms (LiteRT, {esc(delegate)}). Shorter is better."
+    flagged = sum(r.busy for v in results.rows(0) for r in v.latency)
+    if flagged:
+        cap += (f" {flagged} figure{'s' * (flagged != 1)} (marked * in the table) "
+                f"{'was' if flagged == 1 else 'were'} timed while other processes held the "
+                f"cores {'it' if flagged == 1 else 'they'} needed.")  # fmt: skip
     return section("latency", "Latency",
                    figure("latency", chart, cap, legend([(s, c, False) for s, c in
-                                                         zip(series, THREAD_COLORS)])))  # fmt: skip
+                                                         zip(series, THREAD_COLORS)]))
+                   + runtimes_table(results))  # fmt: skip
 
 
 def training(results: RunResults) -> str:
