@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from _common import keras_home, median, mobilenet
 
-from quantbench import latency
+from quantbench import bench, latency
 from quantbench.environment import cpu_model
 from quantbench.preprocess import Preprocessing
 
@@ -52,7 +52,7 @@ LITERT = (
 def photos(count: int, size: int = IMAGE_SIZE) -> np.ndarray:
     """`count` real flower photos, taken in turn from each class, preprocessed to -1..1."""
     root = keras_home() / "datasets" / "flower_photos"
-    return latency.load_inputs(root, Preprocessing(size), count)
+    return bench.load_inputs(root, Preprocessing(size), count)
 
 
 def build_models(out: Path, schemes: list[str]) -> dict[str, Path]:

@@ -32,7 +32,7 @@ import numpy as np
 from _common import keras_home, median
 from latency_vs_litert import build_models, run_dir_models
 
-from quantbench import latency, litert
+from quantbench import bench, latency, litert
 from quantbench.preprocess import Preprocessing
 from quantbench.runtimes import open_session
 
@@ -40,7 +40,7 @@ RUNTIMES = ("interpreter", "compiled")
 
 
 def photos(count: int, size: int) -> np.ndarray:
-    return latency.load_inputs(keras_home() / "datasets" / "flower_photos", Preprocessing(size), count)
+    return bench.load_inputs(keras_home() / "datasets" / "flower_photos", Preprocessing(size), count)
 
 
 def outputs(runtime: str, path: Path, images: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantbench import latency
+from quantbench import bench, latency
 from quantbench.errors import ConfigError, QuantbenchError
 from quantbench.preprocess import Preprocessing, load_image
 
@@ -146,10 +146,10 @@ def test_time_cap_stops_a_slow_figure_and_says_so(tiny_models, images):
 
 
 def test_random_inputs_span_the_input_range(tiny_models):
-    floats = latency.random_inputs(tiny_models["float32"], count=4, scaling_range=(0.0, 1.0))
+    floats = bench.random_inputs(tiny_models["float32"], count=4, scaling_range=(0.0, 1.0))
     assert floats.shape == (4, SIZE, SIZE, 3) and floats.dtype == np.float32
     assert floats.min() >= 0.0 and floats.max() <= 1.0 and floats.std() > 0
-    ints = latency.random_inputs(tiny_models["int8_io"], count=4)
+    ints = bench.random_inputs(tiny_models["int8_io"], count=4)
     from quantbench import litert
 
     detail = litert.open_interpreter(tiny_models["int8_io"], 1).get_input_details()[0]
@@ -172,11 +172,11 @@ def test_errors_are_one_line_quantbench_errors(tiny_models, images, tmp_path):
         latency.measure(tiny_models["float32"], wrong, threads=1, **FAST)
     for bad in ("a,b", "0", "1,-2", ""):
         with pytest.raises(ConfigError, match="bad thread list"):
-            latency.parse_threads(bad)
-    assert latency.parse_threads("2,1,2") == [2, 1]
-    assert latency.parse_delegates("xnnpack,none") == (True, False)
+            bench.parse_threads(bad)
+    assert bench.parse_threads("2,1,2") == [2, 1]
+    assert bench.parse_delegates("xnnpack,none") == (True, False)
     with pytest.raises(ConfigError, match="bad delegate list"):
-        latency.parse_delegates("gpu")
+        bench.parse_delegates("gpu")
 
 
 @pytest.mark.realdata
@@ -189,5 +189,5 @@ def test_real_photos_feed_the_measurement(tiny_models, flowers_dir):
     r = latency.measure(tiny_models["int8"], real, threads=1, **FAST)
     _check_figure(r, 1, "xnnpack", FAST["min_runs"])
     assert r.inputs == f"{len(files)} images"
-    loaded = latency.load_inputs(flowers_dir, preprocessing, count=5)
+    loaded = bench.load_inputs(flowers_dir, preprocessing, count=5)
     assert loaded.shape == (5, SIZE, SIZE, 3) and -1.0 <= loaded.min() < loaded.max() <= 1.0

@@ -325,17 +325,16 @@ def bench(model: Path, threads: str | None, delegates: str, runs: int, min_secon
     """Benchmark any .tflite file's latency on LiteRT (benchmark_model's method)."""
     import json
 
-    from quantbench import latency
+    from quantbench import bench as bench_mod
     from quantbench.preprocess import Preprocessing
-
     from quantbench.runtimes import parse_runtimes
 
-    threads_list = latency.parse_threads(threads)
-    modes = latency.parse_delegates(delegates)
+    threads_list = bench_mod.parse_threads(threads)
+    modes = bench_mod.parse_delegates(delegates)
     runtime_list = parse_runtimes(runtimes)
-    latency.check_model_file(model)
-    size = image_size or latency.input_shape(model)[1]
-    report = latency.bench(
+    bench_mod.check_model_file(model)
+    size = image_size or bench_mod.input_shape(model)[1]
+    report = bench_mod.bench(
         model, threads_list, modes, data_dir=data,
         preprocessing=Preprocessing(size, scaling, channel_order), images=images,
         runtimes=runtime_list, wait_quiet=wait_quiet, min_runs=runs, min_seconds=min_seconds,

@@ -214,6 +214,10 @@ class EvalWorker:
         try:
             reply = self._worker.request("predict", payload, timeout)
         except WorkerError as e:
+            if says_disk_full(e.detail or e.message):  # the worker could not write: not the model
+                raise MachineError(f"the disk is full: the evaluation worker cannot write to "
+                                   f"{displayable(self._dir)} ({e.detail or e.message})",
+                                   tip="free some space there, or set TMPDIR to another disk") from None
             if not e.reason:  # not a crash or a hang: a bug in the handler
                 raise EvaluationError(e.message, e.tip) from None
             raise EvaluationError(

@@ -294,6 +294,7 @@ class Executor:
             for spec in mine:
                 if self._done(spec) is None:
                     self._add(_failed_row(spec, broken))
+        settle_busy(self)  # latency figures taken while the machine was busy: once more, quiet
 
     def _model_rows(self, model_spec, mine, reference_row, convert_model, measure_variant) -> None:
         """The reference row and every conversion of one model, in plan order."""
@@ -308,7 +309,6 @@ class Executor:
             files = convert_model(self, model_spec, lazy, todo)
             for spec in todo:
                 self._add(measure_variant(self, spec, files[spec]))
-        settle_busy(self)
 
     def _restore_reference(self, spec: VariantSpec) -> None:
         """A resumed run needs the reference's predictions for the agreement of new rows."""

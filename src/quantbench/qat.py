@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from quantbench.config import RunConfig
-from quantbench.data import Dataset, calibration_indices
+from quantbench.data import calibration_indices
 from quantbench.model import HEAD_PREFIX, build_classifier
-from quantbench.preprocess import Preprocessing
 from quantbench.results import TrainingResult
 
 QUANTIZED_PREFIX = "quant_"  # tfmot's prefix for the layers it wraps
