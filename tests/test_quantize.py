@@ -385,7 +385,7 @@ def test_subprocess_error_boundary(photos, tmp_path):
 
 def test_reorder_classes_relabels_to_the_models_order(photos):
     from quantbench.data import load_dataset
-    from quantbench.quantize import reorder_classes
+    from quantbench.classes import reorder_classes
 
     data = load_dataset(DataConfig(dir=photos, image_size=16))
     order = ["owls", "cats", "dogs"]
