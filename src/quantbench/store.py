@@ -24,11 +24,9 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,11 +37,11 @@ from quantbench.fingerprint import (  # noqa: F401 - re-exported: one import for
     machine_fingerprint, store_key,
 )  # fmt: skip
 
-SCHEMA_VERSION = 1
-ENTRY_FILE = "entry.json"
-_BYTES = (bytes, bytearray, memoryview)
-_KEY = re.compile(r"^[0-9a-f]{24,64}$")
-_STAGE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+from quantbench.store_entry import (  # noqa: F401 - Entry and EntrySummary are public here
+    _BYTES, _KEY, _STAGE, ENTRY_FILE, SCHEMA_VERSION, Entry, EntrySummary, _check_key,
+    _check_name, _Damaged, _upgrade, _write_file,
+)  # fmt: skip
+
 _STALE_TMP_SECONDS = 3600.0  # a write takes seconds; an hour-old temp folder is a crashed one
 _MACHINE_TIP = ("this is a problem of the machine, not of your input: free disk space or fix "
                 "the folder's permissions, set QUANTBENCH_CACHE to a writable folder, or run "
@@ -58,98 +56,6 @@ def default_root() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return (base / "quantbench").absolute()
-
-
-@dataclass(frozen=True)
-class Entry:
-    key: str
-    stage: str
-    dir: Path
-    meta: dict[str, Any]
-    created: datetime
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {size, sha256}
-
-    def path(self, name: str) -> Path:
-        if name not in self.files:
-            raise KeyError(f"cache entry {self.key[:12]} has no file {name!r}")
-        return self.dir / name
-
-    def link_or_copy(self, name: str, dest: str | os.PathLike) -> Path:
-        """Put file `name` at `dest`: a hard link when on the same filesystem, else a copy.
-
-        `dest` is replaced atomically if it exists. Raises FileNotFoundError if the entry was
-        cleared meanwhile (`Store.materialize` turns that into a miss).
-        """
-        source, dest = self.path(name), Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
-        try:
-            try:
-                os.link(source, tmp)
-            except OSError as e:
-                if e.errno == errno.ENOENT:
-                    raise
-                shutil.copyfile(source, tmp)  # another filesystem, or links not allowed
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return dest
-
-
-@dataclass(frozen=True)
-class EntrySummary:
-    key: str
-    stage: str
-    label: str
-    size_bytes: int
-    created: datetime
-    used: datetime  # last get(); what `clear(older_than_days=...)` looks at
-
-
-class _Damaged(Exception):
-    def __init__(self, reason: str, remove: bool = True) -> None:
-        super().__init__(reason)
-        self.remove = remove
-
-
-def _check_key(key: str) -> None:
-    if not isinstance(key, str) or not _KEY.match(key):
-        raise ValueError(f"not a cache key: {key!r} (expected 24-64 lowercase hex characters)")
-
-
-def _check_name(name: str) -> None:
-    if not name or name != Path(name).name or name.startswith(".") or name == ENTRY_FILE:
-        raise ValueError(f"not a valid file name for a cache entry: {name!r}")
-
-
-def _write_file(dest: Path, source: Path | bytes) -> dict[str, Any]:
-    """Write and fsync `dest`, hashing on the way; a crash after rename cannot leave it empty."""
-    h = hashlib.sha256()
-    size = 0
-    with open(dest, "wb") as out:
-        if isinstance(source, _BYTES):
-            out.write(source)
-            h.update(source)
-            size = memoryview(source).nbytes
-        else:
-            with open(source, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    out.write(chunk)
-                    h.update(chunk)
-                    size += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    return {"size": size, "sha256": h.hexdigest()}
-
-
-def _upgrade(doc: dict[str, Any]) -> dict[str, Any]:
-    """An entry.json of any schema version in today's shape (no older versions exist yet)."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("schema_version"), int):
-        raise ValueError("no schema_version")
-    # When SCHEMA_VERSION becomes 2, convert version-1 documents here, field by field.
-    # A newer version is read as far as today's fields go; if that fails it is left alone,
-    # since the quantbench that wrote it can still use it.
-    return doc
 
 
 class Store:
