@@ -100,6 +100,7 @@ class Context:
     latency_key: str = ""
     reference_predictions: dict[int, np.ndarray] = field(default_factory=dict)  # by repeat
     worker: Any = None  # evaluate.EvalWorker, started at the first measurement
+    target_worker: Any = None  # targets.stage.TargetWorker, started at the first target check
 
     @property
     def preprocessing(self):
@@ -139,6 +140,9 @@ class Context:
         if self.worker is not None:
             self.worker.close()
             self.worker = None
+        if self.target_worker is not None:
+            self.target_worker.close()
+            self.target_worker = None
 
 
 class _LazyModel:
