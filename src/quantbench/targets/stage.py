@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from quantbench.execute import Context, Executor
 
 START_SECONDS = 60  # the worker's imports and TFLM's arena bisection (~13 allocations)
-# ~19 ms an image on TFLM's reference kernels here (default preset, int8); 10x for a busy
-# machine and float kernels.
-SECONDS_PER_IMAGE = 0.2
+# TFLM's reference kernels took 0.2-0.27 s an image for the default preset's int8, int16x8
+# and float32 files on this busy 2-core machine (128 px MobileNetV2 0.35): 4x headroom.
+SECONDS_PER_IMAGE = 1.0
 
 
 class TargetWorker:
@@ -52,7 +52,8 @@ def _worker(ctx: Context) -> TargetWorker:
     return worker
 
 
-def measure_facts(worker: TargetWorker, path: Path, labels: np.ndarray) -> tuple[dict, bool]:
+def measure_facts(worker: TargetWorker, path: Path, labels: np.ndarray,
+                  max_arena: int | None = None) -> tuple[dict, bool]:  # fmt: skip
     """Every target's facts for one file, and whether they may be cached (not when a check
     crashed or timed out: that may be the machine, not the model)."""
     from quantbench.targets import mcu_facts, static_facts
@@ -61,8 +62,8 @@ def measure_facts(worker: TargetWorker, path: Path, labels: np.ndarray) -> tuple
     facts = static_facts(path)
     cacheable = True
     try:
-        reply = worker.request("tflm", {"model": str(path), "inputs": str(worker.inputs_path)},
-                               START_SECONDS + SECONDS_PER_IMAGE * worker.images)  # fmt: skip
+        payload = {"model": str(path), "inputs": str(worker.inputs_path), "max_arena": max_arena}
+        reply = worker.request("tflm", payload, START_SECONDS + SECONDS_PER_IMAGE * worker.images)
         facts["mcu"] = mcu_facts(reply, labels)
     except WorkerError as e:
         facts["mcu"] = {"ok": False, "reasons": [f"TFLM crashed: {e.message}"], "figures": {}}
@@ -93,15 +94,16 @@ def check_targets(ex: Executor, row: VariantResult, path: Path, file_key: str) -
     section = getattr(ctx.cfg, "targets", None)
     if section is not None and not section.check:
         return
-    key = store_key("targets", {"tflm_images": len(ctx.val_inputs)}, parent=file_key,
-                    data=ctx.data_key)  # fmt: skip
+    ram = section.mcu_ram if section is not None else None  # files over it are not scored
+    key = store_key("targets", {"tflm_images": len(ctx.val_inputs), "max_arena": ram},
+                    parent=file_key, data=ctx.data_key)  # fmt: skip
     cached = ctx.store.get(key)
     if cached is not None:
         facts = cached.meta["facts"]
         row.reused.append("targets")
     else:
         ctx.emit("info", f"checking targets of {row.variant} (TF Lite Micro scores every photo)")
-        facts, cacheable = measure_facts(_worker(ctx), path, ctx.dataset.val_labels)
+        facts, cacheable = measure_facts(_worker(ctx), path, ctx.dataset.val_labels, ram)
         if cacheable:
             ctx.store.put(key, "targets", {}, {"facts": facts, "label": f"{row.variant} targets"})
     row.targets = judge_all(facts, row.size_bytes, budgets(ctx.cfg))

@@ -115,8 +115,14 @@ def check_edgetpu(graph: Graph) -> tuple[bool, list[str], dict]:
                       if any(d < 0 for d in t.shape_signature[1:])})  # fmt: skip
     if dynamic:
         reasons.append(f"{len(dynamic)} tensors with run-time sizes (e.g. {dynamic[0]})")
-    # Activations only: a CONV_2D's filter is 4-D by definition and maps to the Edge TPU.
-    deep = [t for t in graph.tensors if not t.constant and any(d > 1 for d in t.shape[:-3])]
+    # Activations only: a CONV_2D's filter is 4-D by definition and maps to the Edge TPU
+    # (so are float16 weights once DEQUANTIZE expands them: computed from constants only).
+    weights = {t.index for t in graph.tensors if t.constant}
+    for op in graph.ops:
+        if op.inputs and all(i in weights for i in op.inputs if i >= 0):
+            weights.update(op.outputs)
+    deep = [t for t in graph.tensors
+            if t.index not in weights and any(d > 1 for d in t.shape[:-3])]  # fmt: skip
     if deep:
         reasons.append(f"{len(deep)} tensors with more than 3 dimensions larger than 1 "
                        f"(e.g. {deep[0].name or deep[0].index}: {list(deep[0].shape)})")  # fmt: skip
