@@ -23,10 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from quantbench.results import TargetResult
 
-# "cpu" is the host LiteRT every measured variant already ran on: it rules nothing out.
-RECOMMEND_TARGETS = ("mcu", "edgetpu", "gpu", "integer_only", "cpu")
-
-
 class McuParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,7 +40,8 @@ class Target:
     description: str
     params: type[BaseModel] = field(default=NoParams)
 
-    def judge(self, facts: dict[str, Any], size_bytes: int | None, params: BaseModel) -> TargetResult:
+    def judge(self, facts: dict[str, Any], size_bytes: int | None,
+              params: BaseModel) -> TargetResult:  # fmt: skip
         ok = facts.get("ok")
         return TargetResult(target=self.name, ok=ok, reasons=list(facts.get("reasons") or []),
                             figures=dict(facts.get("figures") or {}))  # fmt: skip
@@ -56,12 +53,13 @@ def _kib(n: int) -> str:
 
 @dataclass(frozen=True)
 class McuTarget(Target):
-    def judge(self, facts: dict[str, Any], size_bytes: int | None, params: BaseModel) -> TargetResult:
+    def judge(self, facts: dict[str, Any], size_bytes: int | None,
+              params: BaseModel) -> TargetResult:  # fmt: skip
         assert isinstance(params, McuParams)
         figures = dict(facts.get("figures") or {})
         if not facts.get("ok"):
-            return TargetResult(target=self.name, ok=False, reasons=list(facts.get("reasons") or []),
-                                figures=figures)  # fmt: skip
+            return TargetResult(target=self.name, ok=False,
+                                reasons=list(facts.get("reasons") or []), figures=figures)
         arena = figures.get("arena_bytes")
         reasons = []
         if params.ram is not None and arena is not None and arena > params.ram:
@@ -117,9 +115,9 @@ def mcu_facts(reply: dict[str, Any], labels=None) -> dict[str, Any]:
     if not reply.get("runs"):
         return {"ok": False, "reasons": [f"TFLM: {reply.get('reason') or 'refused the model'}"],
                 "figures": {"arena_bytes": reply.get("arena_bytes")}}  # fmt: skip
+    seconds = reply.get("seconds_per_image")
     figures: dict[str, Any] = {"arena_bytes": reply.get("arena_bytes"),
-                               "ms_per_image": (reply["seconds_per_image"] * 1000
-                                                if reply.get("seconds_per_image") else None)}  # fmt: skip
+                               "ms_per_image": seconds * 1000 if seconds else None}
     predictions = reply.get("predictions")
     if predictions is not None and labels is not None and len(predictions) == len(labels):
         import numpy as np

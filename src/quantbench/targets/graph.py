@@ -87,7 +87,8 @@ def read_graph(model: str | Path | bytes) -> Graph:
         # Weights live in the buffer's data, or (models over 2 GB, some converters) at an offset.
         constant = bool(buffer is not None and (buffer.DataLength() > 0 or buffer.Offset() > 1))
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
-        signature = tuple(int(d) for d in t.ShapeSignatureAsNumpy()) if t.ShapeSignatureLength() else shape
+        signature = (tuple(int(d) for d in t.ShapeSignatureAsNumpy())
+                     if t.ShapeSignatureLength() else shape)  # fmt: skip
         name = (t.Name() or b"").decode("utf-8", "replace")
         tensors.append(Tensor(i, name, type_names.get(t.Type(), str(t.Type())), shape, signature,
                               constant))  # fmt: skip

@@ -124,12 +124,14 @@ def check_edgetpu(graph: Graph) -> tuple[bool, list[str], dict]:
     deep = [t for t in graph.tensors
             if t.index not in weights and any(d > 1 for d in t.shape[:-3])]  # fmt: skip
     if deep:
+        example = f"{deep[0].name or deep[0].index}: {list(deep[0].shape)}"
         reasons.append(f"{len(deep)} tensors with more than 3 dimensions larger than 1 "
-                       f"(e.g. {deep[0].name or deep[0].index}: {list(deep[0].shape)})")  # fmt: skip
+                       f"(e.g. {example})")  # fmt: skip
     ok = not reasons
     cpu = [graph.ops[i].name for i in sorted(edge_ok)]
     if ok:
         reasons.append("meets the published requirements" + (f"; {_count(cpu)} at the edges "
                        "run on the CPU" if cpu else ""))  # fmt: skip
-    figures = {"float_ops": len(fops), "unsupported_ops": len(unsupported), "cpu_edge_ops": len(cpu)}
+    figures = {"float_ops": len(fops), "unsupported_ops": len(unsupported),
+               "cpu_edge_ops": len(cpu)}  # fmt: skip
     return ok, reasons, figures
