@@ -86,8 +86,10 @@ def test_mcu_predictions_match_litert_on_int8(tiny_models):
 def test_mcu_budgets_and_accuracy_from_facts():
     mcu = TARGETS["mcu"]
     facts = mcu_facts({"runs": True, "arena_bytes": 300 * 1024, "predictions": [0, 1, 1, 0],
-                       "seconds_per_image": 0.02}, np.array([0, 1, 0, 0]))  # fmt: skip
+                       "seconds_per_image": 0.02}, np.array([0, 1, 0, 0]),
+                      np.array([0, 1, 1, 1]))  # fmt: skip
     assert facts["figures"]["accuracy"] == 0.75
+    assert facts["figures"]["agreement_litert"] == 0.75
     fits = mcu.judge(facts, 900_000, mcu.params(ram=parse_bytes("512KB"), flash=parse_bytes("1MB")))
     assert fits.ok and "300 KiB" in fits.reasons[0] and "75.0%" in fits.reasons[0]
     small = mcu.judge(facts, 900_000, mcu.params(ram=parse_bytes("256KB"), flash=parse_bytes("512KB")))
@@ -219,6 +221,7 @@ def test_smoke_run_with_mcu_target(real_keras_home, tmp_path):
         n = mcu["figures"]["images"]
         assert n == rows[name]["eval_images"]  # every scored photo, through TFLM's kernels
         assert abs(mcu["figures"]["accuracy"] - rows[name]["accuracy"]) <= 1.5 / n  # <= 1 photo
+        assert mcu["figures"]["agreement_litert"] >= 1 - 1.5 / n
     dr = rows["dynamic_range"]["targets"]["mcu"]
     assert not dr["ok"] and "Hybrid models are not supported" in dr["reasons"][0]
     rec = results["extras"]["recommendation"]

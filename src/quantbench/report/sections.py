@@ -422,6 +422,9 @@ def targets(results: RunResults) -> str:
                                     if isinstance(accuracy, (int, float)) else None),
                 "LiteRT accuracy %": (round(v.accuracy * 100, 1)
                                       if name == "mcu" and v.accuracy is not None else None),
+                "same top-1 as LiteRT %": (round(t.figures["agreement_litert"] * 100, 1)
+                                           if isinstance(t.figures.get("agreement_litert"),
+                                                         (int, float)) else None),
             })  # fmt: skip
     budgets = (results.config.get("targets") or {}) if isinstance(results.config, dict) else {}
     said = [f"{label} {esc(str(round(budgets[k] / 1024)))} KiB" for k, label in

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantbench.results import VariantResult
+from quantbench.results import VariantResult, decode_classes
 
 if TYPE_CHECKING:
     from quantbench.execute import Context, Executor
@@ -53,7 +53,8 @@ def _worker(ctx: Context) -> TargetWorker:
 
 
 def measure_facts(worker: TargetWorker, path: Path, labels: np.ndarray,
-                  max_arena: int | None = None) -> tuple[dict, bool]:  # fmt: skip
+                  max_arena: int | None = None,
+                  litert: np.ndarray | None = None) -> tuple[dict, bool]:  # fmt: skip
     """Every target's facts for one file, and whether they may be cached (not when a check
     crashed or timed out: that may be the machine, not the model)."""
     from quantbench.targets import mcu_facts, static_facts
@@ -64,7 +65,7 @@ def measure_facts(worker: TargetWorker, path: Path, labels: np.ndarray,
     try:
         payload = {"model": str(path), "inputs": str(worker.inputs_path), "max_arena": max_arena}
         reply = worker.request("tflm", payload, START_SECONDS + SECONDS_PER_IMAGE * worker.images)
-        facts["mcu"] = mcu_facts(reply, labels)
+        facts["mcu"] = mcu_facts(reply, labels, litert)
     except WorkerError as e:
         facts["mcu"] = {"ok": False, "reasons": [f"TFLM crashed: {e.message}"], "figures": {}}
         cacheable = False
@@ -103,7 +104,8 @@ def check_targets(ex: Executor, row: VariantResult, path: Path, file_key: str) -
         row.reused.append("targets")
     else:
         ctx.emit("info", f"checking targets of {row.variant} (TF Lite Micro scores every photo)")
-        facts, cacheable = measure_facts(_worker(ctx), path, ctx.dataset.val_labels, ram)
+        litert = decode_classes(row.predictions) if row.predictions else None
+        facts, cacheable = measure_facts(_worker(ctx), path, ctx.dataset.val_labels, ram, litert)
         if cacheable:
             ctx.store.put(key, "targets", {}, {"facts": facts, "label": f"{row.variant} targets"})
     row.targets = judge_all(facts, row.size_bytes, budgets(ctx.cfg))
