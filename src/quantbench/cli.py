@@ -55,7 +55,16 @@ _RECOMMENDATION_OPTIONS = (
     click.option("--confidence", type=click.Choice(["estimate", "likely", "sure"]),
                  help="Recommendation: how sure the accuracy drop must be within budget: the "
                  "measured drop, its one-sided 80% or 95% upper bound (default sure)."),
+    click.option("--target", type=click.Choice(["mcu", "edgetpu", "gpu", "integer_only", "cpu"]),
+                 help="Recommendation: only variants that can run there (see the report's "
+                 "Targets section)."),
 )  # fmt: skip
+
+# Budgets the target checks judge against (run, quantize).
+_TARGET_OPTIONS = (
+    click.option("--mcu-ram", help="Microcontroller RAM for TFLM's arena, e.g. 512KB."),
+    click.option("--mcu-flash", help="Microcontroller flash for the model, e.g. 1MB."),
+)
 
 
 def resume_options(command):
@@ -69,6 +78,12 @@ def resume_options(command):
 
 def recommendation_options(command):
     for option in reversed(_RECOMMENDATION_OPTIONS):  # listed in help in this order
+        command = option(command)
+    return command
+
+
+def target_options(command):
+    for option in reversed(_TARGET_OPTIONS):
         command = option(command)
     return command
 
@@ -141,6 +156,7 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 @click.option("--repeats", type=int, help="Train and evaluate K times with different seeds.")
 @click.option("--seeds", help="Explicit training seeds, comma-separated (overrides --repeats).")
 @recommendation_options
+@target_options
 @click.option("--track", type=click.Choice(["mlflow", "wandb"]), help="Log the run to a tracker.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set train.epochs=3 (repeatable).")  # fmt: skip
@@ -214,6 +230,7 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
               help="Re-measure figures timed on a busy machine at the end, waiting at most this "
               "long in all for quiet (default 60).")
 @recommendation_options
+@target_options
 @click.option("--name", help="Run name (default: quantize-<model file name>).")
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Where run directories go.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML or TOML file.")
@@ -388,7 +405,7 @@ def _print_bench(report: dict) -> None:
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Default: RUN_DIR/report.html.")
 @recommendation_options
 def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_latency,
-           objective, confidence) -> None:  # fmt: skip
+           objective, confidence, target) -> None:  # fmt: skip
     """Rebuild report.html from RUN_DIR/results.json (no retraining, no TensorFlow)."""
     from quantbench import recommend as rec_mod
     from quantbench.console import out as stdout
@@ -398,7 +415,7 @@ def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_lat
     results = load(run_dir)
     flags = {"max_accuracy_drop": max_accuracy_drop, "max_size_mb": max_size,
              "max_latency_ms": max_latency, "objective": objective,
-             "confidence": confidence}  # fmt: skip
+             "confidence": confidence, "target": target}  # fmt: skip
     rec = None if any(v is not None for v in flags.values()) else rec_mod.stored(results)
     if rec is None:
         # Shown in this report only; results.json keeps what the run recorded.

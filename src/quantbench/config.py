@@ -154,6 +154,23 @@ class RecommendConfig(_Section):
     # How sure the accuracy drop must be within max_accuracy_drop (intervals.ONE_SIDED):
     # estimate = the measured drop; likely = its one-sided 80% upper bound; sure = 95%.
     confidence: Literal["estimate", "likely", "sure"] = "sure"
+    # Rule out variants that cannot run there (targets/): mcu, edgetpu, gpu, integer_only, cpu.
+    target: Literal["mcu", "edgetpu", "gpu", "integer_only", "cpu"] | None = None
+
+
+class TargetsConfig(_Section):
+    """Budgets the target checks judge against (targets/): sizes as bytes or `512KB`, `1MB`."""
+
+    check: bool = True  # run the target checks (TFLM scores every photo: ~10 s per int8 file)
+    mcu_ram: int | None = Field(None, gt=0)  # TFLM's tensor arena must fit
+    mcu_flash: int | None = Field(None, gt=0)  # the .tflite file must fit
+
+    @field_validator("mcu_ram", "mcu_flash", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        from quantbench.targets import parse_bytes
+
+        return parse_bytes(value)
 
 
 class RunConfig(_Section):
@@ -168,6 +185,7 @@ class RunConfig(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     transforms: list[TechniqueSpec] = Field(default_factory=list)  # model transforms (QAT, ...)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     repeats: int = Field(1, ge=1, le=100)
     seeds: list[int] | None = None  # explicit training seeds; overrides repeats
@@ -237,6 +255,9 @@ FLAG_KEYS: dict[str, str] = {
     "max_latency": "recommend.max_latency_ms",
     "objective": "recommend.objective",
     "confidence": "recommend.confidence",
+    "target": "recommend.target",
+    "mcu_ram": "targets.mcu_ram",
+    "mcu_flash": "targets.mcu_flash",
     "track": "track",
     "name": "name",
     "output_dir": "output_dir",
@@ -252,7 +273,7 @@ FLAG_KEYS: dict[str, str] = {
 
 # What every measuring command (run, quantize) takes alike: recommendation, tracking, output.
 REPORTING_FLAGS = ("max_accuracy_drop", "max_size", "max_latency", "objective", "confidence",
-                   "track", "name", "output_dir")  # fmt: skip
+                   "target", "mcu_ram", "mcu_flash", "track", "name", "output_dir")  # fmt: skip
 
 
 def flag_keys(*names: str) -> dict[str, str]:

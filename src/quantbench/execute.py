@@ -105,6 +105,7 @@ class Context:
     # (row id, latency store key, .tflite path) of rows with a figure timed on a busy machine:
     # stages.settle_busy measures them again at the end of the run.
     busy_latency: list[tuple[str, str, Path]] = field(default_factory=list)
+    target_worker: Any = None  # targets.stage.TargetWorker, started at the first target check
 
     @property
     def preprocessing(self):
@@ -144,6 +145,9 @@ class Context:
         if self.worker is not None:
             self.worker.close()
             self.worker = None
+        if self.target_worker is not None:
+            self.target_worker.close()
+            self.target_worker = None
 
 
 class _LazyModel:

@@ -185,6 +185,10 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
         if acc is None:
             why.append("accuracy not measured")
             excess += 1.0
+        target_why = _target_violation(v, c.target)
+        if target_why:
+            why.append(target_why)
+            excess += 10.0  # a hard limit: the nearest miss should be one that can run there
         if why:
             base.ruled_out[v.variant] = why
             misses.append((excess, v.variant))
@@ -238,6 +242,21 @@ def _busy_phrase(names: list[str]) -> str:
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     return (f" It rests on latency figures timed while other processes held the cores "
             f"({shown}; marked *): re-measure on a quiet machine before trusting the ranking.")
+_TARGET_NAMES = {"mcu": "a microcontroller (TF Lite Micro)", "edgetpu": "the Edge TPU",
+                 "gpu": "the GPU delegate", "integer_only": "integer-only hardware"}  # fmt: skip
+
+
+def _target_violation(row: VariantResult, target: str | None) -> str | None:
+    """Why `row` cannot run on `target` (its check's own reasons), or None if it can."""
+    if target is None or target == "cpu":  # every measured variant ran on the host's LiteRT
+        return None
+    result = row.targets.get(target)
+    if result is None:
+        return f"not checked for {target} (run without target checks)"
+    if result.ok:
+        return None
+    reasons = "; ".join(result.reasons) or "fails its rules"
+    return f"cannot run on {_TARGET_NAMES.get(target, target)}: {reasons}"
 
 
 def _confidence_phrase(drop: list[float | None] | None, bound: DropBound | None) -> str:
@@ -261,6 +280,8 @@ def _limits_phrase(c: RecommendConfig, have_reference: bool, level: float | None
         parts.append(f"fits in {c.max_size_mb:g} MB")
     if c.max_latency_ms is not None:
         parts.append(f"runs under {c.max_latency_ms:g} ms")
+    if c.target not in (None, "cpu"):
+        parts.append(f"runs on {_TARGET_NAMES.get(c.target, c.target)}")
     if not parts:
         return "was measured"
     return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]

@@ -117,6 +117,15 @@ class PairedDifference(_Model):
     lost: int  # photos the reference gets right and this row wrong
 
 
+class TargetResult(_Model):
+    """Can this variant run on a target (targets/)? With the reasons, in the target's words."""
+
+    target: str  # "mcu", "edgetpu", "gpu", "integer_only"
+    ok: bool | None  # None: could not be judged (the check itself failed)
+    reasons: list[str] = Field(default_factory=list)
+    figures: dict[str, float | int | str | None] = Field(default_factory=dict)  # arena_bytes, ...
+
+
 class VariantResult(_Model):
     id: str | None = None  # the spec's stable hash (plan.VariantSpec.id); None in version 1
     spec: VariantSpec | None = None  # what this variant is: transforms, conversion, repeat
@@ -150,6 +159,7 @@ class VariantResult(_Model):
     # Top-1 class of every scored photo, in DataSummary.eval_labels' order (encode_classes):
     # ~1 byte a photo, so 3670 photos x 20 variants add ~100 KB to results.json.
     predictions: str | None = None
+    targets: dict[str, TargetResult] = Field(default_factory=dict)  # by target name (targets/)
 
     @property
     def ok(self) -> bool:

@@ -203,7 +203,8 @@ def measure_variant(ex: Executor, spec: VariantSpec, file: ConvertedFile) -> Var
     row.size_bytes = file.path.stat().st_size
     twin = ex._done(file.identical_to) if file.identical_to is not None else None
     if twin is not None and twin.status == "ok":
-        measured = {k: getattr(twin.model_copy(deep=True), k) for k in (*MEASURED_FIELDS, "latency")}
+        measured = {k: getattr(twin.model_copy(deep=True), k)
+                    for k in (*MEASURED_FIELDS, "latency", "targets")}  # fmt: skip
         row = row.model_copy(update={**measured, "status": "identical", "identical_to": twin.variant})
         row.notes.append(f"the same model as {twin.variant}: the scheme had no effect (the "
                          "files differ at most in the converter's record of the options)")
@@ -215,6 +216,9 @@ def measure_variant(ex: Executor, spec: VariantSpec, file: ConvertedFile) -> Var
         row.status, row.error = "failed", e.message
         ctx.emit("warn", f"{row.variant}: {e.message}")
         return row
+    from quantbench.targets.stage import check_targets
+
+    check_targets(ex, row, file.path, file.key)
     baseline = ex.results.variant("float32", spec.repeat)
     reference_ms = baseline.latency_ms() if baseline and baseline.ok else None
     row.notes += explain.explain(file.path, row.latency, reference_ms)

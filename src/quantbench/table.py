@@ -52,8 +52,20 @@ def busy_lines(results: RunResults) -> list[str]:
             f"re-measure on a quiet machine (`quantbench bench --wait-quiet`)"]  # fmt: skip
 
 
+# The compact "runs on" column: a short name per passed target (targets/).
+_TARGET_SHORT = {"mcu": "mcu", "edgetpu": "tpu", "gpu": "gpu", "integer_only": "int"}
+
+
+def _runs_on(v: VariantResult) -> str:
+    if not v.targets:
+        return "-"
+    passed = [_TARGET_SHORT.get(name, name) for name, t in v.targets.items() if t.ok]
+    return " ".join(passed) or "cpu only"
+
+
 def results_table(results: RunResults, repeat: int = 0) -> Table:
     threads = sorted({r.threads for v in results.variants for r in v.latency})
+    targets = any(v.targets for v in results.variants)
     # Names are the user's: Text cells, so no console (ours or a caller's) reads them as markup.
     table = Table(title=Text(f"quantbench: {results.name}"), header_style="bold",
                   title_justify="left")  # fmt: skip
@@ -70,11 +82,14 @@ def results_table(results: RunResults, repeat: int = 0) -> Table:
     for runtime, t in others:
         table.add_column(f"{runtime} ms ({t}t)", justify="right")
     table.add_column("convert s", justify="right")
+    if targets:
+        table.add_column("runs on")
     for v in results.rows(repeat):
         size = "-" if v.size_bytes is None else f"{v.size_bytes / 1e6:.2f}"
         convert = "-" if v.convert_seconds is None else f"{v.convert_seconds:.1f}"
         if v.status == "failed":
-            cells = [styled("failed", "red"), "", "", "", "", *[""] * (len(threads) + len(others)), ""]
+            cells = [styled("failed", "red"), "", "", "", "", *[""] * (len(threads) + len(others)), "",
+                     *([""] if targets else [])]  # fmt: skip
             table.add_row(Text(v.variant), Text(v.policy), *cells, style="dim")
             continue
         name = v.variant if v.status == "ok" else f"{v.variant} (= {v.identical_to})"
@@ -83,6 +98,7 @@ def results_table(results: RunResults, repeat: int = 0) -> Table:
             _pct(v.agreement, v.agreement_ci), *_difference(v),
             *[_latency(v, t, "interpreter" if others else None) for t in threads],
             *[_latency(v, t, runtime) for runtime, t in others], convert,
+            *([_runs_on(v)] if targets else []),
         )  # fmt: skip
     return table
 

@@ -52,6 +52,8 @@ OPS: dict[str, str] = {
     "convert": "quantbench.convert:convert_request",
     "predict": "quantbench.evaluate:predict_request",
     "latency": "quantbench.latency:measure_request",
+    "tflm": "quantbench.targets.mcu:tflm_request",  # TF Lite Micro (targets/)
+    "gpu": "quantbench.targets.gpu:gpu_request",  # LiteRT's model analyzer (targets/)
 }
 PLUGINS_ENV = "QUANTBENCH_WORKER_OPS"  # extra op modules (tests), read by the child only
 PARENT_ENV = "QUANTBENCH_WORKER_PARENT"

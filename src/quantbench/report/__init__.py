@@ -33,6 +33,7 @@ def render(results: RunResults) -> str:
         ("table", "Table", s.comparison_table(results, rec)),
         ("tradeoffs", "Trade-offs", s.tradeoffs(results, rec)),
         ("latency", "Latency", s.latency(results)),
+        ("targets", "Targets", s.targets(results)),
         ("training", "Training", s.training(results)),
         ("classes", "Per class", s.per_class(results)),
         ("seed", "Seed", s.seed_comparison(results)),

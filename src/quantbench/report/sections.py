@@ -440,3 +440,36 @@ def details(results: RunResults) -> str:
         rows = [(k, v) for k, v in env.model_dump().items() if v is not None]
         parts.append(section("environment", "Environment", kv_table(rows)))
     return "".join(parts)
+
+
+def targets(results: RunResults) -> str:
+    """Where each variant can run (targets/), with the reasons in each check's own words."""
+    rows = [v for v in results.rows(0) if v.targets]
+    if not rows:
+        return ""
+    records = []
+    for v in rows:
+        for name, t in v.targets.items():
+            arena = t.figures.get("arena_bytes")
+            accuracy = t.figures.get("accuracy")
+            records.append({
+                "variant": v.variant, "target": name,
+                "verdict": "unknown" if t.ok is None else ("pass" if t.ok else "fails"),
+                "why": "; ".join(t.reasons),
+                "arena KiB": round(arena / 1024) if isinstance(arena, (int, float)) else None,
+                "TFLM accuracy %": (round(accuracy * 100, 1)
+                                    if isinstance(accuracy, (int, float)) else None),
+                "LiteRT accuracy %": (round(v.accuracy * 100, 1)
+                                      if name == "mcu" and v.accuracy is not None else None),
+                "same top-1 as LiteRT %": (round(t.figures["agreement_litert"] * 100, 1)
+                                           if isinstance(t.figures.get("agreement_litert"),
+                                                         (int, float)) else None),
+            })  # fmt: skip
+    budgets = (results.config.get("targets") or {}) if isinstance(results.config, dict) else {}
+    said = [f"{label} {esc(str(round(budgets[k] / 1024)))} KiB" for k, label in
+            (("mcu_ram", "MCU RAM"), ("mcu_flash", "MCU flash")) if budgets.get(k)]  # fmt: skip
+    intro = ("mcu: run on TF Lite Micro's reference kernels over the scored photos (minimum arena "
+             "by bisection); edgetpu: Coral's published requirements read from the file, not the "
+             "compiler; gpu: LiteRT's model analyzer; integer_only: no float op or float tensor "
+             "between ops." + (f" Budgets: {', '.join(said)}." if said else ""))  # fmt: skip
+    return section("targets", "Targets", generic_table(records), intro)
