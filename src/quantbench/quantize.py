@@ -224,9 +224,14 @@ class UserModel(BaseSource):
         if self._key is None:
             from quantbench.store import data_fingerprint
 
-            weights = self.loaded.model.get_weights()
-            config = json.dumps(self.loaded.model.get_config(), sort_keys=True, default=str)
-            self._key = data_fingerprint([*weights, np.frombuffer(config.encode(), np.uint8)])
+            # Its weights and its architecture (a tf_keras model's config; a Keras 3 adapter
+            # has its wrapped model's), so the same model from any path is one key.
+            model = self.loaded.model
+            weights = [np.asarray(v) for v in model.variables]
+            inner = getattr(model, "keras_model", model)
+            config = inner.get_config() if hasattr(inner, "get_config") else {}
+            text = json.dumps([config, str(model.input_shape)], sort_keys=True, default=str)
+            self._key = data_fingerprint([*weights, np.frombuffer(text.encode(), np.uint8)])
         return {"kind": "user", "model": self._key}
 
     def produce(self, ctx, repeat: int):

@@ -27,6 +27,7 @@ LATENCY_IMAGES = 16  # real validation images the latency loop cycles through
 MEASURED_FIELDS = ("accuracy", "agreement", "eval_images", "eval_seconds", "per_class_accuracy",
                    "confusion", "input_dtype", "output_dtype", "accuracy_ci", "agreement_ci",
                    "vs_reference", "predictions")  # fmt: skip
+WORKER_FAILURE = "converter process failed"  # convert.convert_saved_model's crash/hang reason
 REFERENCE = "keras_float"  # the row every variant's agreement and paired difference are against
 
 
@@ -127,6 +128,10 @@ def convert_model(ex: Executor, model_spec: ModelSpec, lazy: _LazyModel,
             missing.append(spec)
             files[spec] = ConvertedFile(key, None, None)
             continue
+        if cached.meta.get("error"):  # the converter refused this model: it will again
+            files[spec] = ConvertedFile(key, None, cached.meta.get("seconds"),
+                                        error=cached.meta["error"], reused=True)  # fmt: skip
+            continue
         path = out_dir / _file_name(spec)
         if not path.exists():
             cached.link_or_copy("model.tflite", path)
@@ -147,6 +152,13 @@ def convert_model(ex: Executor, model_spec: ModelSpec, lazy: _LazyModel,
             file.seconds, file.error = conversion.seconds, conversion.error
             if conversion.error:
                 ctx.emit("warn", f"{spec.name} failed to convert: {conversion.error}")
+                if not conversion.error.startswith(WORKER_FAILURE):
+                    # The converter's own refusal is a property of the model and the options
+                    # (int16x8 of a QAT model, measured): stored, so a warm run does not load
+                    # the model only to be refused again. A crash or a hang may not repeat.
+                    ctx.store.put(file.key, "convert", {}, {
+                        "seconds": conversion.seconds, "error": conversion.error,
+                        "label": f"{spec.name}: the converter's refusal"})  # fmt: skip
                 continue
             entry = ctx.store.put(file.key, "convert", {"model.tflite": conversion.path},
                                   {"seconds": conversion.seconds,
