@@ -212,6 +212,12 @@ class Executor:
                       "model": cfg.model.model_dump(mode="json")}  # fmt: skip
             parent_key = self.model(spec.parent).key
         key = store_key("model", params, parent=parent_key, data=self.ctx.data_key)
+        # A resumed run keeps its own models, even if quantbench or a library changed since
+        # (which changes the keys): rows measured before and after come from one model.
+        recorded = self.results.models.get(spec.id)
+        if recorded and recorded != key and self.ctx.store.get(recorded) is not None:
+            key = recorded
+        self.results.models[spec.id] = key
         cached = self.ctx.store.get(key) if spec.parent is not None or self.base.cacheable else None
         if cached is not None:
             self.ctx.emit("step", f"{spec.name} model{_repeat(spec.repeat)}: cached")

@@ -68,8 +68,16 @@ class ModelSpec(BaseModel):
     transforms: tuple[TechniqueSpec, ...] = ()
     repeat: int = 0
 
+    def canonical(self) -> str:
+        return json.dumps({"transforms": [json.loads(t.canonical()) for t in self.transforms],
+                           "repeat": self.repeat}, sort_keys=True, separators=(",", ":"))
+
     def __hash__(self) -> int:
-        return hash(json.dumps([t.canonical() for t in self.transforms]) + f"/{self.repeat}")
+        return hash(self.canonical())
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:16]
 
     @property
     def parent(self) -> ModelSpec | None:

@@ -265,6 +265,7 @@ class RunResults(_Model):
     variants: list[VariantResult] = Field(default_factory=list)
     extras: Extras = Field(default_factory=Extras)
     resumed: list[str] = Field(default_factory=list)  # when `--resume` continued this run
+    models: dict[str, str] = Field(default_factory=dict)  # ModelSpec.id -> its store key
 
     def variant(self, name: str, repeat: int = 0) -> VariantResult | None:
         return next((v for v in self.variants if v.variant == name and v.repeat == repeat), None)
