@@ -41,6 +41,7 @@ METRICS: dict[str, Metric] = {
         Metric("accuracy", "accuracy", "%", True),
         Metric("agreement", "agreement with float", "%", True),
         Metric("size_bytes", "size", "bytes", False),
+        Metric("gzip_bytes", "gzip size", "bytes", False),
         Metric("latency_ms", "latency (median)", "ms", False),
         Metric("convert_seconds", "conversion time", "s", False),
         Metric("train_seconds", "training time", "s", False),
@@ -111,6 +112,34 @@ class PairedDifference(_Model):
     lost: int  # photos the reference gets right and this row wrong
 
 
+class TensorStats(_Model):
+    """One weight tensor of a .tflite file as stored (filestats.py)."""
+
+    name: str
+    dtype: str  # int8 (codes, after rounding), float32, float16
+    size: int  # elements
+    zeros: int
+    unique: int  # distinct stored values in the tensor
+    unique_per_channel: int  # the most distinct values in one output channel
+
+
+class WeightStats(_Model):
+    """What the file's weight tensors (conv, depthwise and fully-connected filters) hold."""
+
+    sparsity: float  # share of zero elements over all weight tensors
+    max_unique: int  # the most distinct values in one tensor
+    max_unique_per_channel: int  # ... in one output channel (batch norm folding scales each)
+    tensors: list[TensorStats] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, tensors: list[TensorStats]) -> WeightStats:
+        size = sum(t.size for t in tensors)
+        return cls(sparsity=sum(t.zeros for t in tensors) / size if size else 0.0,
+                   max_unique=max((t.unique for t in tensors), default=0),
+                   max_unique_per_channel=max((t.unique_per_channel for t in tensors), default=0),
+                   tensors=tensors)  # fmt: skip
+
+
 class VariantResult(_Model):
     id: str | None = None  # the spec's stable hash (plan.VariantSpec.id); None in version 1
     spec: VariantSpec | None = None  # what this variant is: transforms, conversion, repeat
@@ -125,6 +154,8 @@ class VariantResult(_Model):
     identical_to: str | None = None
     path: str | None = None  # relative to the run directory
     size_bytes: int | None = None
+    gzip_bytes: int | None = None  # the file gzipped (filestats.GZIP_LEVEL): the download size
+    weights: WeightStats | None = None  # what the file's weight tensors hold (filestats.py)
     convert_seconds: float | None = None
     input_dtype: str | None = None
     output_dtype: str | None = None
