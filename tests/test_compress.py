@@ -120,3 +120,106 @@ def test_plan_puts_the_step_a_preserving_qat_continues_before_it():
     assert sum(1 for m in models if [t.name for t in m.transforms] == ["prune"]) == 1
     pcqat = next(m for m in models if m.transforms and m.transforms[-1].name == "pcqat")
     assert pcqat.transforms[1].params["preserve_sparsity"] is True
+
+
+# --- what the file holds (filestats) --------------------------------------------------------
+
+
+def _convert(model, scheme: str, tmp_path):
+    import tensorflow as tf
+
+    from quantbench.techniques.conversions import CONVERSIONS
+
+    rng = np.random.default_rng(0)
+    calibration = rng.uniform(-1, 1, (8, SIZE, SIZE, 3)).astype(np.float32)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    CONVERSIONS.get(scheme).configure(converter, lambda: ([image[None]] for image in calibration),
+                                      CONVERSIONS.params_of(CONVERSIONS.spec(scheme)))  # fmt: skip
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / f"{scheme}.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+def _structured(sparsity: float, clusters: int):
+    """flat_bn_classifier with every kernel given `sparsity` zeros and `clusters` values,
+    without training (what prune/cluster leave behind, made exactly)."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(3)
+    model = flat_bn_classifier(3)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernel, *rest = layer.get_weights()
+            levels = np.linspace(-0.5, 0.5, clusters - 1) + 0.05  # nonzero; zero is the k-th
+            values = rng.choice(levels, size=kernel.shape)
+            values[rng.random(kernel.shape) < sparsity] = 0.0
+            layer.set_weights([values.astype(np.float32), *rest])
+    return model
+
+
+def test_file_contents_match_the_kernels_zeros_and_values(tmp_path):
+    from quantbench import filestats
+
+    model = _structured(sparsity=0.5, clusters=5)
+    kernels = _kernels(model)
+    zeros = sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
+    float32 = filestats.weight_stats(_convert(model, "float32", tmp_path))
+    assert len(float32.tensors) == 3  # two convolutions and the dense layer
+    assert float32.sparsity == pytest.approx(zeros, abs=1e-6)  # folding BN keeps zeros zero
+    # Batch norm folds a scale per output channel: <= 5 values per channel, more per tensor.
+    assert float32.max_unique_per_channel <= 5
+    dense = next(t for t in float32.tensors if t.size == kernels[-1].size)
+    assert dense.unique == len(np.unique(kernels[-1]))  # no batch norm after the dense layer
+    int8 = filestats.weight_stats(_convert(model, "int8", tmp_path))
+    assert {t.dtype for t in int8.tensors} == {"int8"}
+    assert int8.sparsity >= zeros - 1e-6 and int8.max_unique_per_channel <= 5
+
+
+def test_gzip_size_rewards_zeros_and_shared_values(tmp_path):
+    from quantbench import filestats
+
+    plain = _convert(flat_bn_classifier(3), "float32", tmp_path / "a")
+    structured = _convert(_structured(0.5, 5), "float32", tmp_path / "b")
+    # The same tensors take the same bytes (names and metadata differ by a few).
+    assert abs(plain.stat().st_size - structured.stat().st_size) < 0.05 * plain.stat().st_size
+    assert filestats.gzip_size(structured) < 0.8 * filestats.gzip_size(plain)
+
+
+def _results_for_recommendation():
+    from quantbench.results import RunResults, VariantResult
+
+    rows = [VariantResult(variant="keras_float", policy="Keras", kind="keras", accuracy=0.85)]
+    for name, size, gz, acc in [("int8", 1_000_000, 800_000, 0.85),
+                                ("prune50_pqat_int8", 1_000_000, 450_000, 0.845),
+                                ("float16", 2_000_000, 1_900_000, 0.85)]:  # fmt: skip
+        rows.append(VariantResult(variant=name, policy="x", size_bytes=size, gzip_bytes=gz,
+                                  accuracy=acc))  # fmt: skip
+    return RunResults(name="t", created="now", variants=rows)
+
+
+def test_recommendation_by_gzip_size_and_its_limit():
+    from quantbench.config import RecommendConfig
+    from quantbench.recommend import recommend
+
+    results = _results_for_recommendation()
+    by_size = recommend(results, RecommendConfig(confidence="estimate"))
+    by_gzip = recommend(results, RecommendConfig(objective="gzip_size", confidence="estimate"))
+    assert by_gzip.chosen == "prune50_pqat_int8" and "gzipped" in by_gzip.reason
+    assert by_size.chosen == "int8"  # same file size: accuracy breaks the tie
+    limited = recommend(results, RecommendConfig(max_gzip_size_mb=0.5, confidence="estimate"))
+    assert limited.chosen == "prune50_pqat_int8"
+    assert any("gzip size" in why for why in limited.ruled_out["int8"])
+
+
+def test_storage_note_says_sparsity_does_not_speed_up_litert():
+    from quantbench.explain import storage_notes
+    from quantbench.results import WeightStats
+
+    sparse = WeightStats(sparsity=0.5, max_unique=255, max_unique_per_channel=200)
+    notes = storage_notes(sparse, 10.2, "int8", 10.0)
+    assert len(notes) == 1 and "50% of its weights are zero" in notes[0]
+    assert "not the latency" in notes[0] and "10.00 ms for int8" in notes[0]
+    dense = WeightStats(sparsity=0.01, max_unique=255, max_unique_per_channel=255)
+    assert storage_notes(dense, 10.0, "int8", 10.0) == []
