@@ -126,12 +126,16 @@ def test_plan_puts_the_step_a_preserving_qat_continues_before_it():
 
 
 def _convert(model, scheme: str, tmp_path):
+    return _convert_at(model, scheme, tmp_path, SIZE)
+
+
+def _convert_at(model, scheme: str, tmp_path, size: int):
     import tensorflow as tf
 
     from quantbench.techniques.conversions import CONVERSIONS
 
     rng = np.random.default_rng(0)
-    calibration = rng.uniform(-1, 1, (8, SIZE, SIZE, 3)).astype(np.float32)
+    calibration = rng.uniform(-1, 1, (8, size, size, 3)).astype(np.float32)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     CONVERSIONS.get(scheme).configure(converter, lambda: ([image[None]] for image in calibration),
                                       CONVERSIONS.params_of(CONVERSIONS.spec(scheme)))  # fmt: skip
@@ -223,3 +227,36 @@ def test_storage_note_says_sparsity_does_not_speed_up_litert():
     assert "not the latency" in notes[0] and "10.00 ms for int8" in notes[0]
     dense = WeightStats(sparsity=0.01, max_unique=255, max_unique_per_channel=255)
     assert storage_notes(dense, 10.0, "int8", 10.0) == []
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_prune_and_cluster_on_real_photos(flowers_dir, real_keras_home, tmp_path, monkeypatch):
+    """MobileNetV2 (alpha 0.35, 64 px) on a few real photos per class: pruned to 50% and
+    clustered to 16 values, both converted; the files hold what was asked (sparsity within 2
+    points of the target, <= 16 values per channel before int8 rounding) and gzip smaller."""
+    from quantbench import filestats
+    from quantbench.model import build_classifier
+    from quantbench.train import fit
+
+    monkeypatch.setenv("KERAS_HOME", str(real_keras_home))
+    cfg = resolve("smoke", overrides={"data.dir": str(flowers_dir), "data.image_size": 64,
+                                      "data.max_images_per_class": 16, "train.epochs": 1})  # fmt: skip
+    dataset = load_dataset(cfg.data)
+    job = TrainJob(dataset, Preprocessing(64, cfg.data.scaling), cfg, seed=1, repeat=0)
+    model = build_classifier(len(dataset.classes), cfg.model, 64)
+    fit(model, dataset, job.preprocessing, cfg.train, seed=1)
+    pruned, _ = _apply("prune", model, job, sparsity=0.5, epochs=1)
+    clustered, _ = _apply("cluster", model, job, clusters=16, epochs=1)
+
+    def stats(m, scheme):
+        path = _convert_at(m, scheme, tmp_path / f"{id(m)}", 64)
+        return filestats.weight_stats(path), filestats.gzip_size(path)
+
+    (plain, plain_gz), (sparse, sparse_gz) = stats(model, "int8"), stats(pruned, "int8")
+    sparse_float, _ = stats(pruned, "float32")
+    assert abs(sparse_float.sparsity - 0.5) <= 0.02  # what the float file holds
+    assert sparse.sparsity >= sparse_float.sparsity - 1e-9  # int8 rounding only adds zeros
+    assert plain.sparsity < 0.1 and sparse_gz < 0.85 * plain_gz
+    clustered_float, _ = stats(clustered, "float32")
+    assert clustered_float.max_unique_per_channel <= 16 < plain.max_unique_per_channel
