@@ -423,7 +423,8 @@ def _displayable(value: Any) -> Any:
 
 
 CSV_COLUMNS = [
-    "variant", "source", "scheme", "policy", "status", "size_bytes", "accuracy",
+    "variant", "source", "scheme", "policy", "status", "size_bytes", "gzip_bytes",
+    "weight_sparsity", "max_unique_per_channel", "accuracy",
     "accuracy_ci_low", "accuracy_ci_high", "agreement", "agreement_ci_low", "agreement_ci_high",
     "difference_vs_reference", "difference_ci_low", "difference_ci_high", "mcnemar_p",
     "latency_ms", "latency_threads", "convert_seconds", "eval_images", "error",
@@ -439,6 +440,8 @@ def to_csv(results: RunResults) -> str:
         row = v.model_dump(include=set(CSV_COLUMNS))
         row["latency_ms"] = first.median_ms if first else None
         row["latency_threads"] = first.threads if first else None
+        row["weight_sparsity"] = v.weights.sparsity if v.weights else None
+        row["max_unique_per_channel"] = v.weights.max_unique_per_channel if v.weights else None
         for name in ("accuracy", "agreement"):
             ci = getattr(v, f"{name}_ci")
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = ci if ci else (None, None)
