@@ -71,7 +71,7 @@ def weight_stats(path: str | Path) -> WeightStats:
         channels = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
         name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
         tensors.append(TensorStats(
-            name=name, dtype=values.dtype.name, size=int(values.size), zeros=int((values == 0).sum()),
+            name=name, op=codes[op.opcodeIndex], dtype=values.dtype.name, size=int(values.size), zeros=int((values == 0).sum()),
             unique=int(len(np.unique(values))),
             unique_per_channel=int(max(len(np.unique(row)) for row in channels)),
         ))  # fmt: skip

@@ -116,6 +116,7 @@ class TensorStats(_Model):
     """One weight tensor of a .tflite file as stored (filestats.py)."""
 
     name: str
+    op: str | None = None  # the op it is the filter of: CONV_2D, DEPTHWISE_CONV_2D, ...
     dtype: str  # int8 (codes, after rounding), float32, float16
     size: int  # elements
     zeros: int
