@@ -49,8 +49,10 @@ def cli(verbose: bool) -> None:
 _RECOMMENDATION_OPTIONS = (
     click.option("--max-accuracy-drop", type=float, help="Recommendation: max points below float."),
     click.option("--max-size", type=float, help="Recommendation: max model size in MB."),
+    click.option("--max-gzip-size", type=float,
+                 help="Recommendation: max gzipped model size (the download) in MB."),
     click.option("--max-latency", type=float, help="Recommendation: max median latency in ms."),
-    click.option("--objective", type=click.Choice(["size", "latency", "accuracy"]),
+    click.option("--objective", type=click.Choice(["size", "gzip_size", "latency", "accuracy"]),
                  help="Recommendation: what to optimize among variants that fit."),
     click.option("--confidence", type=click.Choice(["estimate", "likely", "sure"]),
                  help="Recommendation: how sure the accuracy drop must be within budget: the "
@@ -404,8 +406,8 @@ def _print_bench(report: dict) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Default: RUN_DIR/report.html.")
 @recommendation_options
-def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_latency,
-           objective, confidence, target) -> None:  # fmt: skip
+def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_gzip_size,
+           max_latency, objective, confidence, target) -> None:  # fmt: skip
     """Rebuild report.html from RUN_DIR/results.json (no retraining, no TensorFlow)."""
     from quantbench import recommend as rec_mod
     from quantbench.console import out as stdout
@@ -414,7 +416,7 @@ def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_lat
 
     results = load(run_dir)
     flags = {"max_accuracy_drop": max_accuracy_drop, "max_size_mb": max_size,
-             "max_latency_ms": max_latency, "objective": objective,
+             "max_gzip_size_mb": max_gzip_size, "max_latency_ms": max_latency, "objective": objective,
              "confidence": confidence, "target": target}  # fmt: skip
     rec = None if any(v is not None for v in flags.values()) else rec_mod.stored(results)
     if rec is None:

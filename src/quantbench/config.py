@@ -149,8 +149,9 @@ class RecommendConfig(_Section):
 
     max_accuracy_drop: float = Field(1.0, ge=0)  # points below the float Keras model
     max_size_mb: float | None = Field(None, gt=0)
+    max_gzip_size_mb: float | None = Field(None, gt=0)  # the file gzipped (download size)
     max_latency_ms: float | None = Field(None, gt=0)
-    objective: Literal["size", "latency", "accuracy"] = "size"
+    objective: Literal["size", "gzip_size", "latency", "accuracy"] = "size"
     # How sure the accuracy drop must be within max_accuracy_drop (intervals.ONE_SIDED):
     # estimate = the measured drop; likely = its one-sided 80% upper bound; sure = 95%.
     confidence: Literal["estimate", "likely", "sure"] = "sure"
@@ -252,6 +253,7 @@ FLAG_KEYS: dict[str, str] = {
     "seeds": "seeds",
     "max_accuracy_drop": "recommend.max_accuracy_drop",
     "max_size": "recommend.max_size_mb",
+    "max_gzip_size": "recommend.max_gzip_size_mb",
     "max_latency": "recommend.max_latency_ms",
     "objective": "recommend.objective",
     "confidence": "recommend.confidence",
@@ -272,8 +274,9 @@ FLAG_KEYS: dict[str, str] = {
 
 
 # What every measuring command (run, quantize) takes alike: recommendation, tracking, output.
-REPORTING_FLAGS = ("max_accuracy_drop", "max_size", "max_latency", "objective", "confidence",
-                   "target", "mcu_ram", "mcu_flash", "track", "name", "output_dir")  # fmt: skip
+REPORTING_FLAGS = ("max_accuracy_drop", "max_size", "max_gzip_size", "max_latency", "objective",
+                   "confidence", "target", "mcu_ram", "mcu_flash", "track", "name",
+                   "output_dir")  # fmt: skip
 
 
 def flag_keys(*names: str) -> dict[str, str]:

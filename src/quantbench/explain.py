@@ -329,3 +329,29 @@ def explain(
                      f"float32 at load time, so it computes in float32 (half the file, same math)")  # fmt: skip
     notes += _latency_notes(list(latency or []), reference_latency_ms, 0 < delegated < total)
     return notes
+
+
+SPARSE_NOTE_FROM = 0.2  # a share of zero weights worth a note (plain int8 files hold ~1-3%)
+FEW_VALUES_UP_TO = 64  # distinct values per channel worth a note (int8 can hold 255)
+
+
+def storage_notes(weights: Any, latency_ms: float | None, dense_name: str | None,
+                  dense_ms: float | None) -> list[str]:  # fmt: skip
+    """Say that zeros and shared values do not make LiteRT faster: its kernels (XNNPACK and
+    the builtin ones) multiply every stored weight, zeros included; only tensors stored in
+    TFLite's sparse format (which the converter writes only when asked to sparsify) could
+    skip them. `dense_name`/`dense_ms`: the same conversion of the untransformed model."""
+    if weights is None:
+        return []
+    what = []
+    if weights.sparsity >= SPARSE_NOTE_FROM:
+        what.append(f"{weights.sparsity:.0%} of its weights are zero")
+    if 1 < weights.max_unique_per_channel <= FEW_VALUES_UP_TO:
+        what.append(f"its weights take at most {weights.max_unique_per_channel} values per channel")
+    if not what:
+        return []
+    versus = ""
+    if latency_ms is not None and dense_ms is not None and dense_name:
+        versus = f" ({latency_ms:.2f} ms vs {dense_ms:.2f} ms for {dense_name})"
+    return [" and ".join(what) + ", but they are stored dense and LiteRT's kernels compute "
+            "every weight: this shrinks the compressed (gzip) download, not the latency" + versus]

@@ -96,6 +96,8 @@ def plan(cfg: Any, repeats: int | None = None, base_conversions: list[TechniqueS
          ) -> list[VariantSpec]:  # fmt: skip
     """Every variant the config asks for, in the order they are produced: per repeat, the base
     model (its Keras row, then each conversion), then each transform's model likewise."""
+    from quantbench.techniques.transforms import TRANSFORMS
+
     repeats = len(cfg.training_seeds()) if repeats is None else repeats
     conversions = base_conversions if base_conversions is not None else cfg.convert.scheme_specs()
     specs: list[VariantSpec] = []
@@ -103,7 +105,7 @@ def plan(cfg: Any, repeats: int | None = None, base_conversions: list[TechniqueS
         specs.append(VariantSpec(repeat=repeat))
         specs += [VariantSpec(conversion=c, repeat=repeat) for c in conversions]
         for transform in cfg.transforms:
-            chain = (transform,)
+            chain = TRANSFORMS.get(transform.name).chain(transform)
             specs.append(VariantSpec(transforms=chain, repeat=repeat))
             specs += [VariantSpec(transforms=chain, conversion=c, repeat=repeat)
                       for c in cfg.convert.transform_schemes]  # fmt: skip

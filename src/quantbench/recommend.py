@@ -26,8 +26,11 @@ from quantbench.results import METRICS, RunResults, VariantResult
 EXTRAS_KEY = "recommendation"
 # The figures a variant is judged on; each knows its direction through METRICS.
 PARETO_METRICS = ("accuracy", "size_bytes", "latency_ms")
-_SUPERLATIVE = {"size": "smallest", "latency": "fastest", "accuracy": "most accurate"}
-_OBJECTIVE_METRIC = {"size": "size_bytes", "latency": "latency_ms", "accuracy": "accuracy"}
+_SUPERLATIVE = {"size": "smallest", "gzip_size": "smallest compressed", "latency": "fastest",
+                "accuracy": "most accurate"}  # fmt: skip
+_OBJECTIVE_METRIC = {"size": "size_bytes", "gzip_size": "gzip_bytes", "latency": "latency_ms",
+                     "accuracy": "accuracy"}  # fmt: skip
+_RANKED = (*PARETO_METRICS, "gzip_bytes")  # what values are read for (gzip ranks, not Pareto)
 
 
 class Recommendation(BaseModel):
@@ -108,7 +111,7 @@ def _fmt_mb(size: float) -> str:
 
 def _violations(
     drop: float | None, size: float | None, latency: float | None, c: RecommendConfig,
-    bound: DropBound | None = None,
+    bound: DropBound | None = None, gzip_size: float | None = None,
 ) -> tuple[list[str], float]:  # fmt: skip
     """Constraint messages and how far outside the limits (relative units, 0 = fits)."""
     why: list[str] = []
@@ -128,6 +131,13 @@ def _violations(
         elif size / 1e6 > c.max_size_mb:
             why.append(f"size {_fmt_mb(size)} > {c.max_size_mb:g} MB")
             excess += size / 1e6 / c.max_size_mb - 1
+    if c.max_gzip_size_mb is not None:
+        if gzip_size is None:
+            why.append("gzip size not measured")
+            excess += 1.0
+        elif gzip_size / 1e6 > c.max_gzip_size_mb:
+            why.append(f"gzip size {_fmt_mb(gzip_size)} > {c.max_gzip_size_mb:g} MB")
+            excess += gzip_size / 1e6 / c.max_gzip_size_mb - 1
     if c.max_latency_ms is not None:
         if latency is None:
             why.append("latency not measured")
@@ -143,6 +153,8 @@ def _describe_value(name: str, value: float | None) -> str:
         return "not measured"
     if name == "size_bytes":
         return _fmt_mb(value)
+    if name == "gzip_bytes":
+        return f"{_fmt_mb(value)} gzipped"
     if name == "latency_ms":
         return f"{value:.2f} ms"
     return f"{value * 100:.1f}% accuracy"
@@ -155,7 +167,7 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
     ref = reference_row(results)
     ref_acc = metric(results, ref, "accuracy") if ref is not None else None
     rows = candidates_of(results)
-    values = {v.variant: {m: metric(results, v, m) for m in PARETO_METRICS} for v in rows}
+    values = {v.variant: {m: metric(results, v, m) for m in _RANKED} for v in rows}
     threads = next((r.threads for v in rows for r in v.latency), None)
     base = Recommendation(
         chosen=None, reason="", objective=c.objective, constraints=c.model_dump(),
@@ -181,7 +193,8 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
             b = bounds[v.variant]
             base.accuracy_drops[v.variant] = [drop, b.bound if b is not None else None]
         why, excess = _violations(drop, values[v.variant]["size_bytes"],
-                                  values[v.variant]["latency_ms"], c, bounds[v.variant])  # fmt: skip
+                                  values[v.variant]["latency_ms"], c, bounds[v.variant],
+                                  values[v.variant]["gzip_bytes"])  # fmt: skip
         if acc is None:
             why.append("accuracy not measured")
             excess += 1.0
@@ -198,7 +211,7 @@ def recommend(results: RunResults, constraints: RecommendConfig | None = None) -
     def rank_key(name: str) -> tuple:
         # Objective first, then accuracy, size, latency as tie-breakers; missing sorts last.
         key = []
-        for m in (objective, *[m for m in PARETO_METRICS if m != objective]):
+        for m in (objective, *[m for m in _RANKED if m != objective]):
             value = values[name][m]
             sign = -1 if METRICS[m].higher_is_better else 1
             key.append((value is None, 0.0 if value is None else sign * value))
@@ -278,6 +291,8 @@ def _limits_phrase(c: RecommendConfig, have_reference: bool, level: float | None
                      f"accuracy{sure}")  # fmt: skip
     if c.max_size_mb is not None:
         parts.append(f"fits in {c.max_size_mb:g} MB")
+    if c.max_gzip_size_mb is not None:
+        parts.append(f"gzips to at most {c.max_gzip_size_mb:g} MB")
     if c.max_latency_ms is not None:
         parts.append(f"runs under {c.max_latency_ms:g} ms")
     if c.target not in (None, "cpu"):

@@ -41,6 +41,7 @@ METRICS: dict[str, Metric] = {
         Metric("accuracy", "accuracy", "%", True),
         Metric("agreement", "agreement with float", "%", True),
         Metric("size_bytes", "size", "bytes", False),
+        Metric("gzip_bytes", "gzip size", "bytes", False),
         Metric("latency_ms", "latency (median)", "ms", False),
         Metric("convert_seconds", "conversion time", "s", False),
         Metric("train_seconds", "training time", "s", False),
@@ -124,6 +125,33 @@ class TargetResult(_Model):
     ok: bool | None  # None: could not be judged (the check itself failed)
     reasons: list[str] = Field(default_factory=list)
     figures: dict[str, float | int | str | None] = Field(default_factory=dict)  # arena_bytes, ...
+class TensorStats(_Model):
+    """One weight tensor of a .tflite file as stored (filestats.py)."""
+
+    name: str
+    op: str | None = None  # the op it is the filter of: CONV_2D, DEPTHWISE_CONV_2D, ...
+    dtype: str  # int8 (codes, after rounding), float32, float16
+    size: int  # elements
+    zeros: int
+    unique: int  # distinct stored values in the tensor
+    unique_per_channel: int  # the most distinct values in one output channel
+
+
+class WeightStats(_Model):
+    """What the file's weight tensors (conv, depthwise and fully-connected filters) hold."""
+
+    sparsity: float  # share of zero elements over all weight tensors
+    max_unique: int  # the most distinct values in one tensor
+    max_unique_per_channel: int  # ... in one output channel (batch norm folding scales each)
+    tensors: list[TensorStats] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, tensors: list[TensorStats]) -> WeightStats:
+        size = sum(t.size for t in tensors)
+        return cls(sparsity=sum(t.zeros for t in tensors) / size if size else 0.0,
+                   max_unique=max((t.unique for t in tensors), default=0),
+                   max_unique_per_channel=max((t.unique_per_channel for t in tensors), default=0),
+                   tensors=tensors)  # fmt: skip
 
 
 class VariantResult(_Model):
@@ -140,6 +168,8 @@ class VariantResult(_Model):
     identical_to: str | None = None
     path: str | None = None  # relative to the run directory
     size_bytes: int | None = None
+    gzip_bytes: int | None = None  # the file gzipped (filestats.GZIP_LEVEL): the download size
+    weights: WeightStats | None = None  # what the file's weight tensors hold (filestats.py)
     convert_seconds: float | None = None
     input_dtype: str | None = None
     output_dtype: str | None = None
@@ -417,7 +447,8 @@ def _displayable(value: Any) -> Any:
 
 
 CSV_COLUMNS = [
-    "variant", "source", "scheme", "policy", "status", "size_bytes", "accuracy",
+    "variant", "source", "scheme", "policy", "status", "size_bytes", "gzip_bytes",
+    "weight_sparsity", "max_unique_per_channel", "accuracy",
     "accuracy_ci_low", "accuracy_ci_high", "agreement", "agreement_ci_low", "agreement_ci_high",
     "difference_vs_reference", "difference_ci_low", "difference_ci_high", "mcnemar_p",
     "latency_ms", "latency_threads", "latency_busy", "convert_seconds", "eval_images", "error",
@@ -434,6 +465,8 @@ def to_csv(results: RunResults) -> str:
         row["latency_ms"] = first.median_ms if first else None
         row["latency_threads"] = first.threads if first else None
         row["latency_busy"] = first.busy if first else None
+        row["weight_sparsity"] = v.weights.sparsity if v.weights else None
+        row["max_unique_per_channel"] = v.weights.max_unique_per_channel if v.weights else None
         for name in ("accuracy", "agreement"):
             ci = getattr(v, f"{name}_ci")
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = ci if ci else (None, None)

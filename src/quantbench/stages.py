@@ -213,6 +213,7 @@ def measure_variant(ex: Executor, spec: VariantSpec, file: ConvertedFile) -> Var
         return row
     row.path = str(file.path.relative_to(ctx.run_dir))
     row.size_bytes = file.path.stat().st_size
+    _file_contents(row, file.path)
     twin = ex._done(file.identical_to) if file.identical_to is not None else None
     if twin is not None and twin.status == "ok":
         measured = {k: getattr(twin.model_copy(deep=True), k)
@@ -234,7 +235,26 @@ def measure_variant(ex: Executor, spec: VariantSpec, file: ConvertedFile) -> Var
     baseline = ex.results.variant("float32", spec.repeat)
     reference_ms = baseline.latency_ms() if baseline and baseline.ok else None
     row.notes += explain.explain(file.path, row.latency, reference_ms)
+    dense = ex.results.variant(spec.conversion.name, spec.repeat) if spec.transforms else None
+    dense_ok = dense is not None and dense.ok
+    row.notes += explain.storage_notes(row.weights, row.latency_ms(),
+                                       dense.variant if dense_ok else None,
+                                       dense.latency_ms() if dense_ok else None)  # fmt: skip
     return row
+
+
+def _file_contents(row: VariantResult, path: Path) -> None:
+    """Gzip size and what the weight tensors hold (zeros, distinct values): read from the
+    file in well under a second, so never cached."""
+    from quantbench import filestats
+
+    row.gzip_bytes = filestats.gzip_size(path)
+    try:
+        row.weights = filestats.weight_stats(path)
+        if not row.weights.tensors:  # weights behind ops we do not follow (fake-quant float32)
+            row.weights = None
+    except (ValueError, KeyError, IndexError, AttributeError):  # a file layout we cannot read
+        row.weights = None
 
 
 def _accuracy(ex: Executor, row: VariantResult, file: ConvertedFile) -> None:

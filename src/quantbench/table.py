@@ -25,6 +25,16 @@ def _difference(v: VariantResult) -> tuple[str, str]:
     return f"{100 * p.difference:+.1f} [{low:+.1f},{high:+.1f}]", f"{p.p_value:.2g}"
 
 
+def _mb(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1e6:.2f}"
+
+
+def _contents(v: VariantResult) -> list[str]:
+    """Share of zero weights and the most distinct values in one output channel."""
+    w = v.weights
+    return ["-", "-"] if w is None else [f"{w.sparsity * 100:.1f}", str(w.max_unique_per_channel)]
+
+
 BUSY_MARK = "*"  # a figure timed while other processes held the cores it needed (busy.py)
 
 
@@ -72,6 +82,11 @@ def results_table(results: RunResults, repeat: int = 0) -> Table:
     table.add_column("variant")
     table.add_column("policy")
     table.add_column("size MB", justify="right")
+    table.add_column("gzip MB", justify="right")
+    contents = any(v.weights is not None for v in results.rows(repeat))
+    if contents:  # what the weight tensors hold (filestats.py)
+        table.add_column("zeros %", justify="right")
+        table.add_column("values/ch", justify="right")
     table.add_column("accuracy %", justify="right")
     table.add_column("agreement %", justify="right")
     table.add_column("Δ float pts [95% CI]", justify="right")
@@ -88,13 +103,14 @@ def results_table(results: RunResults, repeat: int = 0) -> Table:
         size = "-" if v.size_bytes is None else f"{v.size_bytes / 1e6:.2f}"
         convert = "-" if v.convert_seconds is None else f"{v.convert_seconds:.1f}"
         if v.status == "failed":
-            cells = [styled("failed", "red"), "", "", "", "", *[""] * (len(threads) + len(others)), "",
-                     *([""] if targets else [])]  # fmt: skip
+            cells = [styled("failed", "red"), "", *[""] * (2 * contents), "", "", "", "",
+                     *[""] * (len(threads) + len(others)), "", *([""] if targets else [])]  # fmt: skip
             table.add_row(Text(v.variant), Text(v.policy), *cells, style="dim")
             continue
         name = v.variant if v.status == "ok" else f"{v.variant} (= {v.identical_to})"
         table.add_row(
-            Text(name), Text(v.policy), size, _pct(v.accuracy, v.accuracy_ci),
+            Text(name), Text(v.policy), size, _mb(v.gzip_bytes), *(_contents(v) if contents else []),
+            _pct(v.accuracy, v.accuracy_ci),
             _pct(v.agreement, v.agreement_ci), *_difference(v),
             *[_latency(v, t, "interpreter" if others else None) for t in threads],
             *[_latency(v, t, runtime) for runtime, t in others], convert,

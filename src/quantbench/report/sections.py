@@ -150,7 +150,7 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
     with_photos = any(v.accuracy_ci for v in rows0)
     acc_head = (f"accuracy % (mean of {results.repeats}, 95% CI)" if repeated
                 else "accuracy % (95% CI over photos)" if with_photos else "accuracy %")  # fmt: skip
-    heads = ["variant", "status", "policy", "size MB", acc_head, "Δ vs float (pts)", "agreement %",
+    heads = ["variant", "status", "policy", "size MB", "gzip MB", "zeros %", "values/channel", acc_head, "Δ vs float (pts)", "agreement %",
              *[f"latency ms ({t} thread{'s' * (t != 1)})" for t in threads], "convert s"]  # fmt: skip
     head = "".join(f'<th tabindex="0" scope="col"{_col_css(i, True)}>{esc(h)}</th>'
                    for i, h in enumerate(heads))  # fmt: skip
@@ -180,6 +180,7 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
             badge += ' <span class="badge b-pareto">Pareto</span>'
         cells = [
             (v.variant, name), (status, badge), (v.policy, esc(v.policy)), (size, mb(size)),
+            *_contents_cells(results, v),
             (acc, acc_cell), (delta, _delta_cell(v, delta)), (agree, pct(agree)),
         ]  # fmt: skip
         for t in threads:
@@ -234,6 +235,15 @@ def runtimes_table(results: RunResults) -> str:
     return ("<p>LiteRT's two APIs, the same file and thread count (ratio: Interpreter / "
             "CompiledModel; others: CPU other processes used during the figures).</p>"
             + generic_table(records))  # fmt: skip
+def _contents_cells(results: RunResults, v) -> list[tuple[Any, str]]:
+    """gzip size, share of zero weights, most distinct values in one output channel: what the
+    file holds (filestats.py); blank for the Keras rows and files from before it existed."""
+    gz = metric(results, v, "gzip_bytes") if v.status != "failed" else None
+    w = v.weights if v.status != "failed" else None
+    zeros = w.sparsity if w is not None else None
+    values = w.max_unique_per_channel if w is not None else None
+    return [(gz, mb(gz) if gz is not None else ""), (zeros, pct(zeros) if w is not None else ""),
+            (values, str(values) if values is not None else "")]
 
 
 def _col_css(index: int, head: bool = False) -> str:
