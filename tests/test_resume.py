@@ -163,3 +163,20 @@ def test_run_twice_says_float_model_cached_and_keeps_model_keras(tmp_path):
     assert rows["keras_float"]["size_bytes"] == (warm / "model.keras").stat().st_size
     assert rows["keras_float"]["accuracy"] == _results(cold)["variants"][0]["accuracy"]
     assert _results(warm)["training"] == _results(cold)["training"]  # the record, reused
+
+
+@pytest.mark.slow
+def test_the_python_api_writes_nothing_to_stdout(tiny_model, tmp_path, capfd):
+    import quantbench
+
+    model, photos = tiny_model
+    events: list[tuple[str, str]] = []
+    table, run_dir = quantbench.quantize(
+        str(model), data=str(photos), schemes=["float32", "int8"], latency_runs=5, threads=1,
+        output_dir=str(tmp_path / "runs"), on_event=lambda level, text: events.append((level, text)),
+    )  # fmt: skip
+    captured = capfd.readouterr()
+    assert captured.out == ""  # file descriptor 1 itself: no print, no native library chatter
+    assert list(table["variant"]) == ["keras_float", "float32", "int8"]
+    assert any(level == "step" and "converting the float model" in text for level, text in events)
+    assert (run_dir / "report.html").is_file()
