@@ -97,6 +97,7 @@ class LatencyResult(_Model):
     capped: bool = False  # the time cap stopped the timed runs before min_runs
     delegated_ops: int | None = None  # ops XNNPACK took over (None: XNNPACK off)
     total_ops: int | None = None  # ops in the model's main subgraph
+    node: str | None = None  # the machine (a sweep's Ray node) the figure was measured on
 
 
 class PairedDifference(_Model):

@@ -274,9 +274,12 @@ def _latency(ex: Executor, row: VariantResult, file: ConvertedFile) -> None:
         row.latency = [LatencyResult.model_validate(r) for r in cached.meta["latency"]]
         row.reused.append("latency")
         return
-    row.latency = latency.measure_all(
-        file.path, ctx.val_inputs[:LATENCY_IMAGES], list(evaluate.threads),
-        min_runs=evaluate.latency_runs, warmup_runs=evaluate.warmup_runs,
-    )  # fmt: skip
+    with ctx.resources.latency_guard():  # a sweep's per-node lock: one timing at a time
+        row.latency = latency.measure_all(
+            file.path, ctx.val_inputs[:LATENCY_IMAGES], list(evaluate.threads),
+            min_runs=evaluate.latency_runs, warmup_runs=evaluate.warmup_runs,
+        )  # fmt: skip
+    for figure in row.latency:
+        figure.node = ctx.resources.node
     ctx.store.put(key, "latency", {}, {"latency": [r.model_dump(mode="json") for r in row.latency],
                                        "label": f"{row.variant} latency"})  # fmt: skip
