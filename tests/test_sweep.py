@@ -237,3 +237,15 @@ axes: {{data.image_size: [32, 40]}}
     again = FakeEngine(slots=1)
     sweep.run_sweep(spec, output_dir=tmp_path / "out", engine=again)
     assert again.started == []
+
+
+def test_cli_bad_sweep_file_is_one_error_line_before_anything_runs(tmp_path):
+    from tests.test_cli import assert_clean_error, quantbench
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("base: {preset: smoke}\naxes: {model.alpah: [0.35, 0.5]}\n")
+    done = quantbench("sweep", str(path), "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert_clean_error(done, "unknown sweep axis 'model.alpah' (did you mean 'alpha'?)", "tip:")
+    assert not (tmp_path / "out").exists()
+    done = quantbench("sweep", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    assert_clean_error(done, "missing.yaml")

@@ -118,9 +118,14 @@ def convert_model(ex: Executor, model_spec: ModelSpec, lazy: _LazyModel,
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[VariantSpec, ConvertedFile] = {}
     missing: list[VariantSpec] = []
+    from quantbench.techniques.conversions import CONVERSIONS
+
     for spec in todo:
+        # Only conversions that read the calibration images depend on them: a sweep over
+        # calibration sizes then converts and measures float32/float16/dynamic range once.
+        uses_calibration = CONVERSIONS.get(spec.conversion.name).needs_representative_dataset
         key = store_key("convert", spec.conversion.model_dump(mode="json"), parent=lazy.key,
-                        data=ctx.calibration_key)  # fmt: skip
+                        data=ctx.calibration_key if uses_calibration else "no-calibration")  # fmt: skip
         cached = ctx.store.get(key)
         if cached is None:
             missing.append(spec)
