@@ -228,7 +228,8 @@ axes: {{data.image_size: [32, 40]}}
         results = RunResults.model_validate_json((Path(record.run_dir) / "results.json").read_text())
         timed = [v for v in results.variants if v.latency]
         assert timed and all(f.node == record.node for v in timed for f in v.latency)
-        assert len(record.latency_intervals) == len(timed)
+        measured = [v for v in timed if v.status == "ok" and "latency" not in v.reused]
+        assert len(record.latency_intervals) == len(measured)
         assert Path(record.run_dir).parent.parent == sweep_dir / "trials"
     assert any("[image_size=32] training" in e for e in events)
     assert (sweep_dir / CSV_FILE).read_text().count("\n") == 1 + sum(
@@ -249,3 +250,61 @@ def test_cli_bad_sweep_file_is_one_error_line_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists()
     done = quantbench("sweep", str(tmp_path / "missing.yaml"), cwd=tmp_path)
     assert_clean_error(done, "missing.yaml")
+
+
+@pytest.mark.slow
+def test_sigkill_after_two_trials_then_only_the_other_two_run(tmp_path):
+    """Kill the sweep driver (SIGKILL: no cleanup) once two trials are complete; the same
+    command again skips those two and runs the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    photos = make_image_folder(tmp_path / "photos", per_class=8, size=32)
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"""
+base:
+  preset: smoke
+  set: {{data.dir: {photos}, model.weights: none, data.max_images_per_class: null,
+        evaluate.threads: [1], evaluate.latency_runs: 3, convert.schemes: [float32]}}
+axes: {{data.image_size: [32, 40], train.seed: [1, 2]}}
+""")  # fmt: skip
+    args = [sys.executable, "-m", "quantbench", "sweep", str(path), "--output-dir", str(tmp_path / "out")]
+    state_file = tmp_path / "out" / "sweep-grid" / "sweep.json"
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and process.poll() is None:
+            if state_file.exists() and json.loads(state_file.read_text())["trials"] and \
+                    sweep.load_state(state_file.parent).counts()["complete"] >= 2:  # fmt: skip
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the sweep ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    first = sweep.load_state(state_file.parent)
+    finished = {t.id for t in first.trials if t.status == "complete"}
+    assert len(finished) == 2
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    second = sweep.load_state(state_file.parent)
+    assert {t.id for t in second.trials if t.skipped} == finished
+    assert all(t.status == "complete" for t in second.trials)
+    for t in second.trials:  # the skipped trials were not run again: one run directory each
+        if t.id in finished:
+            assert len(list((state_file.parent / "trials" / t.id).glob("*/results.json"))) == 1
+
+
+def test_a_quantize_sweep_takes_the_quantize_defaults(tmp_path):
+    photos = make_image_folder(tmp_path / "photos", per_class=4, size=16)
+    spec = _spec(tmp_path, f"command: quantize\nbase: {{set: {{quantize.model: m.keras, "
+                           f"data.dir: {photos}}}}}\naxes: {{convert.calibration_images: [4, 8]}}\n")  # fmt: skip
+    trials = sweep.trials_of(spec, tmp_path)
+    assert [t.config["transforms"] for t in trials] == [[], []]  # no QAT unless asked
+    assert not any(t.size_given for t in trials)  # the model's own input size
+    assert len({t.group for t in trials}) == 1

@@ -21,11 +21,13 @@ from tests.conftest import make_image_folder  # noqa: E402
 def two_nodes():
     from ray.cluster_utils import Cluster
 
-    from quantbench.sweep_engines import LOCK_NAMESPACE
+    from quantbench.sweep_engines import LOCK_NAMESPACE, worker_priority
 
     # The head takes two trials at once (so its latency lock has work), the other node one.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
+    with worker_priority():
+        cluster = Cluster(initialize_head=True,
+                          head_node_args={"num_cpus": 2, "include_dashboard": False})
+        cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace=LOCK_NAMESPACE, log_to_driver=False)
     yield cluster
@@ -66,7 +68,11 @@ axes: {{train.seed: [1, 2, 3]}}
     nodes = {t.node for t in state.trials}
     assert len(nodes) == 2, nodes  # both nodes ran trials
     intervals = [i for t in state.trials for i in t.latency_intervals]
-    assert len(intervals) == 3 * 3  # three files timed per trial
+    timed = 0
+    for record in state.trials:
+        results = RunResults.model_validate_json((Path(record.run_dir) / "results.json").read_text())
+        timed += sum(1 for v in results.variants if v.status == "ok" and v.latency)
+    assert len(intervals) == timed > 0
     assert not _overlaps(intervals)
     for record in state.trials:
         results = RunResults.model_validate_json((Path(record.run_dir) / "results.json").read_text())

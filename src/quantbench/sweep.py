@@ -54,7 +54,7 @@ class SweepSpec(_Strict):
     schema_version: int = SWEEP_SCHEMA_VERSION
     name: str | None = None  # default: the sweep file's stem
     command: Literal["run", "quantize"] = "run"
-    base: SweepBase = Field(default_factory=SweepBase)
+    base: SweepBase = Field(default_factory=SweepBase)  # quantize: set quantize.model, data.dir
     axes: dict[str, list[Any]] = Field(default_factory=dict)  # dotted key -> values (a grid)
     max_trials: int | None = Field(None, ge=1)
 
@@ -82,6 +82,7 @@ class Trial(BaseModel):
     values: dict[str, Any]  # this trial's axis values
     group: str  # trials with the same group share a trained model
     config: dict[str, Any]  # the resolved, validated RunConfig
+    size_given: bool = False  # quantize: the user named the input size (else the model's)
 
 
 class LatencyInterval(BaseModel):
@@ -207,8 +208,14 @@ def trials_of(spec: SweepSpec, sweep_dir: Path, max_trials: int | None = None) -
         values = dict(zip(keys, combo))
         label = " ".join(f"{_short(k)}={v}" for k, v in values.items()) or "base"
         overrides = {**spec.base.set, **values}
+        size_given = False
         try:
-            cfg = resolve(spec.base.preset, spec.base.config, overrides)
+            if spec.command == "quantize":  # the quantize command's own defaults (no QAT, ...)
+                from quantbench.quantize import build_config
+
+                cfg, size_given = build_config(None, {}, spec.base.config, overrides)
+            else:
+                cfg = resolve(spec.base.preset, spec.base.config, overrides)
         except QuantbenchError as e:
             raise ConfigError(f"sweep trial {label}: {e.message}", tip=e.tip) from None
         trial_id = identity(cfg, spec.command)
@@ -219,7 +226,7 @@ def trials_of(spec: SweepSpec, sweep_dir: Path, max_trials: int | None = None) -
         cfg = cfg.model_copy(update={"output_dir": sweep_dir / TRIALS_DIR / trial_id,
                                      "name": f"{spec.name}-{slug}"})  # fmt: skip
         trials.append(Trial(id=trial_id, label=label, values=values, group=model_group(cfg),
-                            config=cfg.to_dict()))  # fmt: skip
+                            config=cfg.to_dict(), size_given=size_given))  # fmt: skip
     return trials
 
 
