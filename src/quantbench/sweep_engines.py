@@ -157,22 +157,33 @@ def _ray():
     return ray
 
 
+# How a Ray started here (no --address) runs its workers; read by its processes at start.
+LOCAL_RAY_ENV = {
+    # Ray renices its workers to 15, so on a machine with other work a trial's training and,
+    # worse, its timed invokes yield to everything else: on this 2-core machine under a load
+    # of 40, three niced trials got 11 s of CPU in 7 minutes. Latency measured at nice 15 is
+    # the machine's idle time, not the model's.
+    "RAY_worker_niceness": "0",
+    # Ray's memory monitor kills its newest workers when the whole machine passes 95% memory,
+    # whoever uses it: on this shared machine it killed two trials because of other users'
+    # processes. A machine of one's own has the kernel's OOM killer for real exhaustion.
+    "RAY_memory_monitor_refresh_ms": "0",
+}
+
+
 @contextmanager
 def worker_priority():
-    """Start Ray's workers at normal priority. Ray renices its workers to 15, so on a node
-    with other work a trial's training and, worse, its timed invokes yield to everything
-    else: on this 2-core machine under a load of 40, three niced trials got 11 s of CPU in
-    7 minutes. Latency measured at nice 15 is the node's idle time, not the model's."""
-    key = "RAY_worker_niceness"
-    previous = os.environ.get(key)
-    os.environ[key] = "0"
+    """Start a local Ray with LOCAL_RAY_ENV (this process's environment restored after)."""
+    previous = {key: os.environ.get(key) for key in LOCAL_RAY_ENV}
+    os.environ.update(LOCAL_RAY_ENV)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _lock_name(node_id: str) -> str:
