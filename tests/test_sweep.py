@@ -308,3 +308,18 @@ def test_a_quantize_sweep_takes_the_quantize_defaults(tmp_path):
     assert [t.config["transforms"] for t in trials] == [[], []]  # no QAT unless asked
     assert not any(t.size_given for t in trials)  # the model's own input size
     assert len({t.group for t in trials}) == 1
+
+
+def test_local_pool_records_each_failed_trial_and_goes_on(tmp_path):
+    """Two trials at once in a process pool (the latency lock shared through a manager); both
+    fail fast on a missing photo folder: each failure is recorded with its error."""
+    from quantbench.sweep_engines import LocalEngine
+
+    spec = _spec(tmp_path, f"base: {{preset: smoke, set: {{data.dir: {tmp_path / 'nope'}}}}}\n"
+                           "axes: {model.alpha: [0.35, 0.5]}\n")  # fmt: skip
+    engine = LocalEngine(parallel=2, cpus_per_trial=1)
+    assert engine.slots == 2
+    state, _ = sweep.run_sweep(spec, output_dir=tmp_path / "out", engine=engine)
+    assert [t.status for t in state.trials] == ["failed", "failed"]
+    assert all("data folder not found" in t.error for t in state.trials)
+    assert engine._pool is None  # closed
