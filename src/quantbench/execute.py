@@ -49,6 +49,16 @@ class Resources:
 
     cores: int
     convert_workers: int
+    # Where latency figures come from and how they are taken: a sweep names the node and hands
+    # in a per-node lock, so two trials never time models on one node at once (sweep_engines).
+    node: str | None = None
+    latency_slot: Callable[[], Any] | None = field(default=None, compare=False)
+
+    def latency_guard(self) -> Any:
+        """A context manager held while latency is measured (a no-op outside a sweep)."""
+        from contextlib import nullcontext
+
+        return self.latency_slot() if self.latency_slot is not None else nullcontext()
 
     @classmethod
     def detect(cls) -> Resources:

@@ -75,3 +75,33 @@ def show_techniques() -> None:
                           entry.param_help() or "-", getattr(entry, "description", ""))  # fmt: skip
         console.out.print(table)
         console.out.print()
+
+
+def show_sweep(state, sweep_dir: Path) -> None:
+    """What a finished sweep prints: each trial's status, the recommendation, where it is."""
+    import json
+
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    for column in ("trial", "status", "node", "seconds", "note"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for t in state.trials:
+        note = t.error or ("finished earlier" if t.skipped else "")
+        table.add_row(Text(t.label), t.status, Text(t.node or ""),
+                      "" if t.seconds is None else f"{t.seconds:.0f}", Text(note), style="red" if t.status == "failed" else None)  # fmt: skip
+    console.out.print(table)
+    rec_file = sweep_dir / "recommendation.json"
+    if rec_file.exists():
+        rec = json.loads(rec_file.read_text(encoding="utf-8"))
+        console.out.print(f"\nrecommended: {rec.get('chosen') or 'no variant fits'}", highlight=False,
+                          markup=False)  # fmt: skip
+        console.out.print(f"  {rec.get('reason', '')}", highlight=False, markup=False, soft_wrap=True)
+        console.out.print(f"  Pareto front: {', '.join(rec.get('pareto') or [])}", highlight=False,
+                          markup=False, soft_wrap=True)  # fmt: skip
+    for name in ("sweep.html", "sweep.csv"):
+        if (sweep_dir / name).exists():
+            console.out.print(f"{name}: {sweep_dir / name}", highlight=False, markup=False,
+                              soft_wrap=True)  # fmt: skip
+    console.out.print(f"sweep directory: {sweep_dir}", highlight=False, soft_wrap=True, markup=False)

@@ -104,6 +104,7 @@ class LatencyResult(_Model):
     other_cpu: float | None = None
     busy: bool = False
     remeasured: bool = False  # measured again after waiting for quiet; the quieter figure kept
+    node: str | None = None  # the machine (a sweep's Ray node) the figure was measured on
 
 
 class PairedDifference(_Model):

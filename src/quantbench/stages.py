@@ -120,9 +120,14 @@ def convert_model(ex: Executor, model_spec: ModelSpec, lazy: _LazyModel,
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[VariantSpec, ConvertedFile] = {}
     missing: list[VariantSpec] = []
+    from quantbench.techniques.conversions import CONVERSIONS
+
     for spec in todo:
+        # Only conversions that read the calibration images depend on them: a sweep over
+        # calibration sizes then converts and measures float32/float16/dynamic range once.
+        uses_calibration = CONVERSIONS.get(spec.conversion.name).needs_representative_dataset
         key = store_key("convert", spec.conversion.model_dump(mode="json"), parent=lazy.key,
-                        data=ctx.calibration_key)  # fmt: skip
+                        data=ctx.calibration_key if uses_calibration else "no-calibration")  # fmt: skip
         cached = ctx.store.get(key)
         if cached is None:
             missing.append(spec)
@@ -323,11 +328,14 @@ def _latency(ex: Executor, row: VariantResult, file: ConvertedFile) -> None:
         row.latency = [LatencyResult.model_validate(r) for r in cached.meta["latency"]]
         row.reused.append("latency")
     else:
-        row.latency = latency.measure_all(
-            file.path, ctx.val_inputs[:LATENCY_IMAGES], list(evaluate.threads),
-            runtimes=list(evaluate.runtimes), min_runs=evaluate.latency_runs,
-            warmup_runs=evaluate.warmup_runs,
-        )  # fmt: skip
+        with ctx.resources.latency_guard():  # a sweep's per-node lock: one timing at a time
+            row.latency = latency.measure_all(
+                file.path, ctx.val_inputs[:LATENCY_IMAGES], list(evaluate.threads),
+                runtimes=list(evaluate.runtimes), min_runs=evaluate.latency_runs,
+                warmup_runs=evaluate.warmup_runs,
+            )  # fmt: skip
+        for figure in row.latency:
+            figure.node = ctx.resources.node
         _store_latency(ex, key, row)
     if any(r.busy for r in row.latency):
         ctx.busy_latency.append((row.id, key, file.path))
@@ -360,9 +368,13 @@ def settle_busy(ex: Executor) -> None:
             continue
 
         def again(old: LatencyResult) -> LatencyResult:
-            return latency.measure(path, ctx.val_inputs[:LATENCY_IMAGES], old.threads,
-                                   xnnpack=old.delegate == "xnnpack", runtime=old.runtime,
-                                   min_runs=evaluate.latency_runs, warmup_runs=evaluate.warmup_runs)  # fmt: skip
+            with ctx.resources.latency_guard():
+                figure = latency.measure(path, ctx.val_inputs[:LATENCY_IMAGES], old.threads,
+                                         xnnpack=old.delegate == "xnnpack", runtime=old.runtime,
+                                         min_runs=evaluate.latency_runs,
+                                         warmup_runs=evaluate.warmup_runs)  # fmt: skip
+            figure.node = ctx.resources.node
+            return figure
 
         baseline = ex.results.variant("float32", row.repeat)
         reference_ms = baseline.latency_ms() if baseline and baseline.ok else None
