@@ -18,7 +18,7 @@ def render(results: RunResults) -> str:
     """The report's HTML. Uses results.extras["recommendation"] if present, else recommends
     with the run's own `recommend` config (without storing it)."""
     from quantbench.recommend import constraints_of, recommend, stored
-    from quantbench.report import sections as s
+    from quantbench.report import appendix as a, sections as s
     from quantbench.report.page import esc, shell
 
     rec = stored(results)
@@ -33,11 +33,11 @@ def render(results: RunResults) -> str:
         ("table", "Table", s.comparison_table(results, rec)),
         ("tradeoffs", "Trade-offs", s.tradeoffs(results, rec)),
         ("latency", "Latency", s.latency(results)),
-        ("targets", "Targets", s.targets(results)),
-        ("training", "Training", s.training(results)),
-        ("classes", "Per class", s.per_class(results)),
-        ("seed", "Seed", s.seed_comparison(results)),
-        ("details", "Details", s.details(results)),
+        ("targets", "Targets", a.targets(results)),
+        ("training", "Training", a.training(results)),
+        ("classes", "Per class", a.per_class(results)),
+        ("seed", "Seed", a.seed_comparison(results)),
+        ("details", "Details", a.details(results)),
     ]
     nav = [(anchor, label) for anchor, label, html in parts if html]
     when = results.finished or results.created

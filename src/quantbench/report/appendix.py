@@ -1,0 +1,190 @@
+"""The report's later sections: training cost, per-class accuracy, where each variant can run,
+the seed's claims and the run's details (sections.py has the variants themselves)."""
+
+from __future__ import annotations
+
+from quantbench.report import svg
+from quantbench.report.page import (
+    esc,
+    figure,
+    flatten,
+    generic_table,
+    kv_table,
+    legend,
+    pct,
+    section,
+    sort_attr,
+)  # fmt: skip
+from quantbench.report.sections import colors, threads_of  # noqa: F401 - shared helpers
+from quantbench.results import RunResults
+
+
+def training(results: RunResults) -> str:
+    if not results.training:
+        return section("training", "Training", '<p class="empty">Training: not measured '
+                       "(the model was given, not trained).</p>")  # fmt: skip
+    palette = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed"]
+    runs = [t for t in results.training if t.repeat == 0] or results.training
+    acc_series, loss_series, items = [], [], []
+    for i, t in enumerate(runs):
+        color = palette[i % len(palette)]
+        acc_series.append(
+            svg.Series(
+                f"{t.name} train", color, [(e.epoch, e.accuracy * 100) for e in t.epochs], True
+            )
+        )
+        acc_series.append(svg.Series(f"{t.name} validation", color,
+                                     [(e.epoch, e.val_accuracy * 100) for e in t.epochs
+                                      if e.val_accuracy is not None]))  # fmt: skip
+        loss_series.append(
+            svg.Series(f"{t.name} train", color, [(e.epoch, e.loss) for e in t.epochs], True)
+        )
+        loss_series.append(svg.Series(f"{t.name} validation", color,
+                                      [(e.epoch, e.val_loss) for e in t.epochs
+                                       if e.val_loss is not None]))  # fmt: skip
+        items += [(f"{t.name} validation", color, False), (f"{t.name} train", color, True)]
+    key = legend(items)
+    curves = (figure("training-accuracy", svg.lines(acc_series, "epoch", "accuracy (%)"),
+                     "Accuracy per epoch", key)
+              + figure("training-loss", svg.lines(loss_series, "epoch", "loss"), "Loss per epoch",
+                       key))  # fmt: skip
+    time_rows = [(f"{t.name} (repeat {t.repeat})" if results.repeats > 1 else t.name,
+                  [t.total_seconds]) for t in results.training]  # fmt: skip
+    time_chart = svg.bars(time_rows, ["total"], ["#0d9488"], "s", "training time")
+    per_epoch = ", ".join(f"{t.name}: {t.seconds_per_epoch:.1f} s/epoch" for t in runs
+                          if t.seconds_per_epoch)  # fmt: skip
+    body = f'<div class="grid2">{curves}</div>' + figure(
+        "training-time", time_chart, f"Training time, seconds. {esc(per_epoch)}"
+    )
+    return section("training", "Training", body)
+
+
+def _heat(value: float, top: float, hue: str = "37,99,235", most: float = 0.85) -> str:
+    alpha = 0.06 + most * (value / top if top > 0 else 0)
+    ink = "#fff" if alpha > 0.55 else "inherit"
+    return f"background:rgba({hue},{alpha:.2f});color:{ink}"
+
+
+def per_class(results: RunResults) -> str:
+    rows = [v for v in results.rows(0) if v.per_class_accuracy and v.status != "failed"]
+    if not rows:
+        return ""
+    classes = (results.data.classes if results.data else None) or list(rows[0].per_class_accuracy)
+    values = [a for v in rows for a in v.per_class_accuracy.values()]
+    low, high = min(values) - 0.02, max(values)
+    head = "<th>class</th>" + "".join(f'<th tabindex="0">{esc(v.variant)}</th>' for v in rows)
+    body = []
+    for c in classes:
+        cells = []
+        for v in rows:
+            a = v.per_class_accuracy.get(c)
+            style = (
+                f' style="{_heat(a - low, high - low, "5,150,105", 0.45)}"' if a is not None else ""
+            )
+            cells.append(f'<td data-sort="{sort_attr(a)}"{style}>{pct(a)}</td>')
+        body.append(f'<tr><th scope="row">{esc(c)}</th>{"".join(cells)}</tr>')
+    table = (f'<div class="scroll"><table class="data heat sortable"><thead><tr>{head}</tr>'
+             f'</thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
+    mats = []
+    for v in rows:
+        if not v.confusion:
+            continue
+        top = max((x for r in v.confusion for x in r), default=0)
+        trs = []
+        for i, r in enumerate(v.confusion):
+            label = classes[i] if i < len(classes) else str(i)
+            tds = "".join(f'<td style="{_heat(x, top)}" title="true {esc(label)}, predicted '
+                          f'{esc(classes[j] if j < len(classes) else j)}: {x}">{x}</td>'
+                          for j, x in enumerate(r))  # fmt: skip
+            trs.append(f'<tr><th scope="row" title="{esc(label)}">{esc(label)}</th>{tds}</tr>')
+        cols = "".join(f'<th><span title="{esc(c)}">{esc(c[:4])}</span></th>'
+                       for c in classes[: len(v.confusion[0])])  # fmt: skip
+        mats.append(f'<div class="cm"><h3>{esc(v.variant)}</h3><table class="confusion"><thead>'
+                    f'<tr><th class="corner">true \\ pred</th>{cols}</tr></thead><tbody>'
+                    f'{"".join(trs)}</tbody></table></div>')  # fmt: skip
+    body = ("<h3>Accuracy per class (%)</h3>" + table
+            + ('<h3>Confusion matrices</h3><div class="cms">' + "".join(mats) + "</div>"
+               if mats else ""))  # fmt: skip
+    return section("classes", "Per class", body)
+
+
+def seed_comparison(results: RunResults) -> str:
+    records = results.extras.get("seed_comparison")
+    if not isinstance(records, list) or not records:
+        return ""
+    records = [r if isinstance(r, dict) else {"value": r} for r in records]
+    return section("seed", "The seed article's figures beside ours",
+                   f'<div class="scroll">{generic_table(records)}</div>')  # fmt: skip
+
+
+def details(results: RunResults) -> str:
+    parts = []
+    d = results.data
+    if d is not None:
+        counts = [(c, [float(n)]) for c, n in d.class_counts.items()]
+        chart = svg.bars(counts, ["images"], ["#7c3aed"], "images", "images per class")
+        facts = kv_table([
+            ("source", d.source), ("classes", len(d.classes)), ("training images", d.train_count),
+            ("scored photos", d.val_count), ("how they were chosen", d.eval_split or "validation split"),
+            *([("calibration photos", d.calibration_count)] if d.calibration_count else []),
+            ("validation split", f"{d.validation_split:g} (seed {d.split_seed})"),
+            ("image size", f"{d.image_size}×{d.image_size}"), ("skipped files", len(d.skipped)),
+            ("duplicate groups", d.duplicate_groups),
+        ])  # fmt: skip
+        skipped = ""
+        if d.skipped:
+            items = "".join(f"<li><code>{esc(s.path)}</code>: {esc(s.reason)}</li>"
+                            for s in d.skipped[:50])  # fmt: skip
+            more = f"<li>… and {len(d.skipped) - 50} more</li>" if len(d.skipped) > 50 else ""
+            skipped = f'<h3>Skipped files</h3><ul class="notes">{items}{more}</ul>'
+        parts.append(
+            section(
+                "data",
+                "Data",
+                f'<div class="grid2"><div>{facts}{skipped}</div>'
+                f"{figure('class-counts', chart, 'Images per class')}</div>",
+            )
+        )
+    if results.config:
+        rows = [(k, "–" if v is None else v) for k, v in flatten(results.config)]
+        half = (len(rows) + 1) // 2  # two columns of key/value rows
+        tables = kv_table(rows[:half]) + (kv_table(rows[half:]) if rows[half:] else "")
+        parts.append(section("config", "Configuration", f'<div class="grid2">{tables}</div>'))
+    env = results.environment
+    if env is not None:
+        rows = [(k, v) for k, v in env.model_dump().items() if v is not None]
+        parts.append(section("environment", "Environment", kv_table(rows)))
+    return "".join(parts)
+
+
+def targets(results: RunResults) -> str:
+    """Where each variant can run (targets/), with the reasons in each check's own words."""
+    rows = [v for v in results.rows(0) if v.targets]
+    if not rows:
+        return ""
+    records = []
+    for v in rows:
+        for name, t in v.targets.items():
+            arena = t.figures.get("arena_bytes")
+            accuracy = t.figures.get("accuracy")
+            records.append({
+                "variant": v.variant, "target": name,
+                "verdict": "unknown" if t.ok is None else ("pass" if t.ok else "fails"),
+                "why": "; ".join(t.reasons),
+                "arena KiB": round(arena / 1024) if isinstance(arena, (int, float)) else None,
+                "TFLM accuracy %": (round(accuracy * 100, 1)
+                                    if isinstance(accuracy, (int, float)) else None),
+                "LiteRT accuracy %": (round(v.accuracy * 100, 1)
+                                      if name == "mcu" and v.accuracy is not None else None),
+                "same top-1 as LiteRT %": (round(t.figures["agreement_litert"] * 100, 1)
+                                           if isinstance(t.figures.get("agreement_litert"),
+                                                         (int, float)) else None),
+            })  # fmt: skip
+    budgets = (results.config.get("targets") or {}) if isinstance(results.config, dict) else {}
+    said = [f"{label} {esc(str(round(budgets[k] / 1024)))} KiB" for k, label in
+            (("mcu_ram", "MCU RAM"), ("mcu_flash", "MCU flash")) if budgets.get(k)]  # fmt: skip
+    intro = ("mcu: run on TF Lite Micro's reference kernels over the scored photos (minimum arena "
+             "by bisection); edgetpu: Coral's published requirements read from the file, not the "
+             "compiler; gpu: LiteRT's model analyzer; integer_only: no float op or float tensor "
+             "between ops." + (f" Budgets: {', '.join(said)}." if said else ""))  # fmt: skip
+    return section("targets", "Targets", generic_table(records), intro)
