@@ -15,7 +15,6 @@ from quantbench.report.page import (
     section,
     sort_attr,
 )  # fmt: skip
-from quantbench.report.sections import colors, threads_of  # noqa: F401 - shared helpers
 from quantbench.results import RunResults
 
 
