@@ -119,7 +119,7 @@ def convert_model(ex: Executor, model_spec: ModelSpec, lazy: _LazyModel,
     files: dict[VariantSpec, ConvertedFile] = {}
     missing: list[VariantSpec] = []
     for spec in todo:
-        key = store_key("convert", spec.conversion.model_dump(mode="json"), parent=lazy.key,
+        key = store_key("convert", ex.conversion_of(spec).model_dump(mode="json"), parent=lazy.key,
                         data=ctx.calibration_key)  # fmt: skip
         cached = ctx.store.get(key)
         if cached is None:
@@ -138,7 +138,7 @@ def convert_model(ex: Executor, model_spec: ModelSpec, lazy: _LazyModel,
         model = lazy.get()
         scratch = out_dir / f".converting-{model_spec.name}"
         started = time.perf_counter()
-        conversions = convert_all(model, [s.conversion for s in missing], ctx.calibration_inputs,
+        conversions = convert_all(model, [ex.conversion_of(s) for s in missing], ctx.calibration_inputs,
                                   scratch, workers=ctx.resources.convert_workers)  # fmt: skip
         ctx.emit("info", f"converted {len(missing)} in {time.perf_counter() - started:.1f} s")
         for spec, conversion in zip(missing, conversions):

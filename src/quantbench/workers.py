@@ -53,6 +53,7 @@ OPS: dict[str, str] = {
     "convert": "quantbench.convert:convert_request",
     "predict": "quantbench.evaluate:predict_request",
     "latency": "quantbench.latency:measure_request",
+    "analyze": "quantbench.analysis:analyze_request",
 }
 PLUGINS_ENV = "QUANTBENCH_WORKER_OPS"  # extra op modules (tests), read by the child only
 PARENT_ENV = "QUANTBENCH_WORKER_PARENT"
