@@ -183,6 +183,10 @@ def analyze(model: Any, spec: Any, calibration_inputs: np.ndarray, debug_inputs:
                           min(len(debug_inputs), DEBUG_IMAGES))  # fmt: skip
 
 
+def csv_name(variant: str) -> str:
+    return f"layers-{variant}.csv"
+
+
 def write_csv(analysis: LayerAnalysis, path: Path) -> Path:
     """One row per quantized op, worst first."""
     from quantbench import atomic
@@ -195,3 +199,56 @@ def write_csv(analysis: LayerAnalysis, path: Path) -> Path:
                          f"{e.max_abs_error:.4g}", f"{e.mse:.4g}", f"{e.scale:.4g}", e.tensor])  # fmt: skip
     atomic.write_text(path, out.getvalue())
     return path
+
+
+def analyze_run(run_dir: Path, variants: list[str] | None = None, emit=lambda level, text: None):
+    """`quantbench analyze RUN_DIR`: the per-layer analysis of a finished run's integer
+    variants (or those named), added to its results.json, CSVs and report."""
+    from quantbench import results as results_mod
+    from quantbench.config import RunConfig
+    from quantbench.data import calibration_indices, calibration_split, load_dataset
+    from quantbench.errors import ConfigError
+    from quantbench.preprocess import Preprocessing
+    from quantbench.runner import write_report
+    from quantbench.selective import add_analysis
+    from quantbench.techniques.conversions import CONVERSIONS
+
+    run_dir = Path(run_dir)
+    results = results_mod.load(run_dir)
+    cfg = RunConfig.model_validate(results.config)
+    rows = [v for v in results.rows(0) if v.spec is not None and v.spec.conversion is not None
+            and not v.spec.transforms and v.scheme in CONVERSIONS]  # fmt: skip
+    integer = [v for v in rows if CONVERSIONS.get(v.scheme).needs_representative_dataset
+               and not CONVERSIONS.get(v.scheme).needs_search]  # fmt: skip
+    picked = [v for v in rows if v.variant in variants] if variants else integer
+    if variants and len(picked) < len(variants):
+        known = ", ".join(v.variant for v in integer) or "none"
+        raise ConfigError(f"no such variant of the float model in {run_dir}: "
+                          f"{', '.join(set(variants) - {v.variant for v in picked})}",
+                          tip=f"integer variants of this run: {known}")  # fmt: skip
+    if not picked:
+        raise ConfigError(f"{run_dir} has no integer variant of the float model to analyze",
+                          tip="int8, int8_io, int8_per_tensor and int16x8 can be analyzed")
+    emit("step", "reading images")
+    dataset = load_dataset(cfg.data, emit)
+    if results.command == "quantize":
+        from quantbench.quantize import prepare_model
+
+        model = prepare_model(cfg)[0].model
+        if cfg.quantize.eval_split == "rest":
+            dataset = calibration_split(dataset, cfg.convert.calibration_images, cfg.data.split_seed)
+    else:
+        import tf_keras as keras
+
+        model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    data = cfg.data
+    scale = Preprocessing(data.image_size, data.scaling, data.channel_order).scale
+    picks = calibration_indices(len(dataset.train_images), cfg.convert.calibration_images, data.split_seed)
+    calibration = scale(dataset.train_images[picks])
+    for row in picked:
+        emit("step", f"analyzing {row.variant}")
+        analysis = analyze(model, row.spec.conversion, calibration, calibration, row.variant)
+        add_analysis(results, analysis, run_dir)
+        results_mod.save(results, run_dir)
+    write_report(results, run_dir, emit)
+    return results

@@ -250,10 +250,14 @@ def resolve_searches(ex: Executor, lazy: _LazyModel, todo: list[VariantSpec]) ->
                 "analysis": analysis.model_dump(mode="json"), "label": f"{spec.name} search"})  # fmt: skip
         ex.resolved[spec.id] = resolved
         ex.searches[spec.id] = trace
-        add_analysis(ex.results, analysis)
+        add_analysis(ex.results, analysis, ctx.run_dir)
 
 
-def add_analysis(results: Any, analysis: LayerAnalysis) -> None:
-    """Keep one analysis per variant in the results (the newest)."""
+def add_analysis(results: Any, analysis: LayerAnalysis, run_dir: Path | None = None) -> None:
+    """Keep one analysis per variant in the results (the newest), and its CSV in the run."""
+    from quantbench.analysis import csv_name, write_csv
+
     results.layer_analyses = [a for a in results.layer_analyses if a.variant != analysis.variant]
     results.layer_analyses.append(analysis)
+    if run_dir is not None:
+        write_csv(analysis, Path(run_dir) / csv_name(analysis.variant))

@@ -18,6 +18,7 @@ def render(results: RunResults) -> str:
     """The report's HTML. Uses results.extras["recommendation"] if present, else recommends
     with the run's own `recommend` config (without storing it)."""
     from quantbench.recommend import constraints_of, recommend, stored
+    from quantbench.report import layers
     from quantbench.report import sections as s
     from quantbench.report.page import esc, shell
 
@@ -33,6 +34,8 @@ def render(results: RunResults) -> str:
         ("table", "Table", s.comparison_table(results, rec)),
         ("tradeoffs", "Trade-offs", s.tradeoffs(results, rec)),
         ("latency", "Latency", s.latency(results)),
+        ("selective", "Selective", layers.selective(results)),
+        ("layers", "Per layer", layers.per_layer(results)),
         ("training", "Training", s.training(results)),
         ("classes", "Per class", s.per_class(results)),
         ("seed", "Seed", s.seed_comparison(results)),
