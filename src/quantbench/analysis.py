@@ -30,8 +30,9 @@ from quantbench.results import LayerAnalysis, LayerError
 
 ANALYSIS_TIMEOUT_SECONDS = 900.0
 DEBUG_IMAGES = 32  # images the debug model runs on: the statistics settle well before that
-CSV_FIELDS = ("rank", "layer", "op", "rmse_scale", "mean_abs_error", "max_abs_error", "mse",
-              "scale", "tensor")  # fmt: skip
+CSV_FIELDS = ("rank", "layer", "op", "rmse_scale", "channel_error", "mean_abs_error",
+              "max_abs_error", "mse", "scale", "tensor")  # fmt: skip
+RANK_BY = "rmse_scale"
 
 
 def keras_layers(model: Any) -> tuple[set[str], set[str]]:
@@ -74,6 +75,26 @@ def keras_layer_of(tensor_name: str, names: set[str], kernels: set[str],
     return next((n for n in found if n in kernels), found[0] if found else None)
 
 
+def channel_error(float_out: np.ndarray, quant_out: np.ndarray, scale: float, zero_point: int) -> float:
+    """Mean over the output's live channels of RMS error / RMS of the float channel.
+
+    Per-tensor weights crush the channels whose folded weights are small: their error is
+    large for them but small against the tensor's range, so RMSE/scale hides it; this does
+    not. Channels the float op leaves (nearly) silent are skipped (no signal to lose)."""
+    f = np.asarray(float_out, dtype=np.float64)
+    q = (np.asarray(quant_out, dtype=np.float64) - zero_point) * scale
+    if f.shape != q.shape or f.ndim == 0:
+        return float("nan")
+    channels = f.shape[-1]
+    f, q = f.reshape(-1, channels), q.reshape(-1, channels)
+    signal = np.sqrt(np.mean(f * f, axis=0))
+    live = signal > 1e-3 * max(float(signal.max()), 1e-12)
+    if not live.any():
+        return float("nan")
+    error = np.sqrt(np.mean((q - f) ** 2, axis=0))
+    return float(np.mean(error[live] / signal[live]))
+
+
 def _debug_dataset(inputs: np.ndarray):
     def dataset():
         for image in inputs:
@@ -104,7 +125,8 @@ def analyze_request(payload: dict[str, Any]) -> dict[str, Any]:
         enable_numeric_verify=True,
     )  # fmt: skip
     options = tf.lite.experimental.QuantizationDebugOptions(
-        layer_debug_metrics={"mean_abs_error": lambda diffs: float(np.mean(np.abs(diffs)))}
+        layer_debug_metrics={"mean_abs_error": lambda diffs: float(np.mean(np.abs(diffs)))},
+        layer_direct_compare_metrics={"channel_error": channel_error},
     )
     debugger = tf.lite.experimental.QuantizationDebugger(
         quant_debug_model_content=debug_model,
@@ -125,9 +147,17 @@ def _number(value: Any) -> float:
     return out
 
 
+def _finite(value: float | None) -> float:
+    return value if value is not None and math.isfinite(value) else -1.0
+
+
+def _optional(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def build_analysis(rows: list[dict[str, Any]], model: Any, variant: str, spec_text: str,
-                   images: int) -> LayerAnalysis:  # fmt: skip
-    """Rank the debugger's rows by RMSE/scale (worst first) and name them by Keras layer."""
+                   images: int, rank_by: str = RANK_BY) -> LayerAnalysis:  # fmt: skip
+    """Rank the debugger's rows (worst first by `rank_by`) and name them by Keras layer."""
     names, kernels = keras_layers(model)
     outputs = output_layers(model)
     layers = []
@@ -140,8 +170,9 @@ def build_analysis(rows: list[dict[str, Any]], model: Any, variant: str, spec_te
             layer=keras_layer_of(tensor, names, kernels, outputs), rmse_scale=ratio,
             mean_abs_error=_number(row.get("mean_abs_error")),
             max_abs_error=_number(row.get("max_abs_error")), mse=mse, scale=scale,
+            channel_error=_optional(_number(row.get("channel_error"))),
         ))  # fmt: skip
-    layers.sort(key=lambda e: (-(e.rmse_scale if math.isfinite(e.rmse_scale) else -1.0), e.tensor))
+    layers.sort(key=lambda e: (-_finite(getattr(e, rank_by)), e.tensor))
     for i, layer in enumerate(layers, 1):
         layer.rank = i
     named = sum(1 for e in layers if e.layer) / len(layers) if layers else 0.0
@@ -195,7 +226,8 @@ def write_csv(analysis: LayerAnalysis, path: Path) -> Path:
     writer = csv.writer(out)
     writer.writerow(CSV_FIELDS)
     for e in analysis.layers:
-        writer.writerow([e.rank, e.layer or "", e.op, f"{e.rmse_scale:.4g}", f"{e.mean_abs_error:.4g}",
+        writer.writerow([e.rank, e.layer or "", e.op, f"{e.rmse_scale:.4g}", "" if e.channel_error is None else f"{e.channel_error:.4g}",
+                         f"{e.mean_abs_error:.4g}",
                          f"{e.max_abs_error:.4g}", f"{e.mse:.4g}", f"{e.scale:.4g}", e.tensor])  # fmt: skip
     atomic.write_text(path, out.getvalue())
     return path

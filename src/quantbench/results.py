@@ -123,6 +123,7 @@ class LayerError(_Model):
     max_abs_error: float
     mse: float  # the op's output mean squared error
     scale: float
+    channel_error: float | None = None  # mean over live channels of RMS error / RMS signal
 
 
 class LayerAnalysis(_Model):

@@ -24,6 +24,7 @@ def per_layer(results: RunResults) -> str:
                f"{a.debug_images} images; {pct(a.named_fraction)} % of ops named by Keras layer.")
         table = generic_table([{"rank": e.rank, "layer": e.layer or "", "op": e.op,
                                 "RMSE/scale": f"{e.rmse_scale:.3g}",
+                                "channel error": "" if e.channel_error is None else f"{e.channel_error:.3g}",
                                 "mean |error|": f"{e.mean_abs_error:.3g}",
                                 "max |error|": f"{e.max_abs_error:.3g}", "MSE": f"{e.mse:.3g}"}
                                for e in a.layers])  # fmt: skip
