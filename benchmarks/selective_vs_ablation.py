@@ -55,7 +55,8 @@ def main() -> None:
     picks = calibration_indices(len(dataset.train_images), cfg.convert.calibration_images, cfg.data.split_seed)
     calibration = pre.scale(dataset.train_images[picks])
     ctx = SimpleNamespace(cfg=cfg, dataset=dataset)
-    images, labels, source = search_set(ctx, 300)
+    spec = CONVERSIONS.spec("selective", base=args.base)
+    images, labels, source = search_set(ctx, CONVERSIONS.params_of(spec).search_images)
     inputs = pre.scale(images)
     val_inputs = pre.scale(dataset.val_images)
     model = keras.models.load_model(args.run_dir / "model.keras", compile=False)
@@ -63,7 +64,6 @@ def main() -> None:
     float_val = float(np.mean(model.predict(val_inputs, verbose=0).argmax(1) == dataset.val_labels))
     floor = float_accuracy - budget / 100
 
-    spec = CONVERSIONS.spec("selective", base=args.base)
     started = time.perf_counter()
     resolved, trace, analysis = search(model, spec, calibration, inputs, labels, float_accuracy,
                                        budget, workers=args.workers, latency=False)  # fmt: skip
