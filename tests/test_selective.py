@@ -62,6 +62,7 @@ def searched(planted):
     return resolved, trace, analysis, float_accuracy
 
 
+@pytest.mark.slow
 def test_the_analysis_ranks_the_planted_layer_first_by_its_keras_name(searched):
     _, _, analysis, _ = searched
     assert analysis.layers[0].layer == OUTLIER
@@ -70,6 +71,7 @@ def test_the_analysis_ranks_the_planted_layer_first_by_its_keras_name(searched):
     assert [e.rank for e in analysis.layers] == list(range(1, len(analysis.layers) + 1))
 
 
+@pytest.mark.slow
 def test_the_search_keeps_exactly_the_planted_layer_in_float(searched):
     resolved, trace, _, float_accuracy = searched
     assert trace.float_layers == [OUTLIER]
@@ -79,6 +81,7 @@ def test_the_search_keeps_exactly_the_planted_layer_in_float(searched):
     assert trace.within_budget and trace.conversions <= 12
 
 
+@pytest.mark.slow
 def test_per_tensor_int8_converts_and_keeps_one_scale_per_weight_tensor(planted, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -100,3 +103,26 @@ def test_next_points_fall_strictly_between_and_shrink_the_interval(lo, hi, width
         assert points == []
     else:
         assert points and all(lo < k < hi for k in points) and len(points) <= width
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_per_tensor_analysis_of_mobilenet_on_real_photos_names_its_layers(real_keras_home, monkeypatch):
+    """MobileNetV2 (ImageNet trunk) on real flowers: every quantized op carries its Keras layer,
+    and the worst per-tensor op is a depthwise conv (folded batch norm's per-channel ranges)."""
+    monkeypatch.setenv("KERAS_HOME", str(real_keras_home))
+    from quantbench.analysis import analyze
+    from quantbench.config import DataConfig, ModelConfig
+    from quantbench.data import load_dataset
+    from quantbench.model import build_classifier
+    from quantbench.preprocess import Preprocessing
+    from quantbench.techniques.conversions import CONVERSIONS
+
+    data = DataConfig(dir=real_keras_home / "datasets" / "flower_photos", image_size=96,
+                      max_images_per_class=6)  # fmt: skip
+    images = Preprocessing(96, data.scaling, data.channel_order).scale(load_dataset(data).train_images)
+    model = build_classifier(5, ModelConfig(alpha=0.35), 96)
+    analysis = analyze(model, CONVERSIONS.spec("int8_per_tensor"), images[:16], images[:8])
+    assert len(analysis.layers) > 50 and analysis.named_fraction >= 0.95
+    assert analysis.layers[0].op == "DEPTHWISE_CONV_2D" and "depthwise" in analysis.layers[0].layer
+    assert analysis.layers[0].rmse_scale > 2 * 0.29
