@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--base", default="int8_per_tensor")
     parser.add_argument("--budget", type=float, default=None, help="points (default: the run's)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--search-images", type=int, default=None, help="default: selective's")
     args = parser.parse_args()
 
     import tf_keras as keras
@@ -56,6 +57,8 @@ def main() -> None:
     calibration = pre.scale(dataset.train_images[picks])
     ctx = SimpleNamespace(cfg=cfg, dataset=dataset)
     spec = CONVERSIONS.spec("selective", base=args.base)
+    spec = CONVERSIONS.spec("selective", base=args.base,
+                            search_images=args.search_images or CONVERSIONS.params_of(spec).search_images)
     images, labels, source = search_set(ctx, CONVERSIONS.params_of(spec).search_images)
     inputs = pre.scale(images)
     val_inputs = pre.scale(dataset.val_images)
@@ -66,7 +69,10 @@ def main() -> None:
 
     started = time.perf_counter()
     resolved, trace, analysis = search(model, spec, calibration, inputs, labels, float_accuracy,
-                                       budget, workers=args.workers, latency=False)  # fmt: skip
+                                       budget, workers=args.workers, latency=False,
+                                       emit=lambda level, text: print(text, flush=True))  # fmt: skip
+    print(f"search: {time.perf_counter() - started:.0f} s, {trace.conversions} candidates, "
+          f"{len(trace.float_layers)} float layers", flush=True)
     search_seconds = time.perf_counter() - started
     nodes = [e.tensor for e in analysis.layers]
 
@@ -89,7 +95,10 @@ def main() -> None:
             return out
 
         started = time.perf_counter()
+        # One call: its workers calibrate once and convert every single-layer candidate.
         single = score([(f"one-{i}", [n]) for i, n in enumerate(nodes)], search_eval, labels)
+        print(f"ablation: {len(nodes)} single-layer candidates in {time.perf_counter() - started:.0f} s",
+              flush=True)
         order = sorted(range(len(nodes)), key=lambda i: -single[f"one-{i}"])
         greedy, chosen, candidates = [], None, len(nodes)
         for i in order:
