@@ -100,13 +100,17 @@ def main() -> None:
         print(f"ablation: {len(nodes)} single-layer candidates in {time.perf_counter() - started:.0f} s",
               flush=True)
         order = sorted(range(len(nodes)), key=lambda i: -single[f"one-{i}"])
-        greedy, chosen, candidates = [], None, len(nodes)
-        for i in order:
-            greedy.append(nodes[i])
-            candidates += 1
-            accuracy = score([("greedy", greedy)], search_eval, labels)["greedy"]
-            if accuracy >= floor:
-                chosen = list(greedy)
+        # Then the ablation's ranking, prefixes tried 8 at a time (one worker start per batch).
+        greedy, chosen, candidates = [nodes[i] for i in order], None, len(nodes)
+        for start in range(1, len(nodes) + 1, 8):
+            sizes = list(range(start, min(start + 8, len(nodes) + 1)))
+            scores = score([(f"greedy-{k}", greedy[:k]) for k in sizes], search_eval, labels)
+            candidates += len(sizes)
+            passing = [k for k in sizes if scores[f"greedy-{k}"] >= floor - 1e-12]
+            print(f"greedy {sizes[0]}-{sizes[-1]}: {[round(scores[f'greedy-{k}'], 3) for k in sizes]}",
+                  flush=True)
+            if passing:
+                chosen = greedy[:passing[0]]
                 break
         ablation_seconds = time.perf_counter() - started
         final = score([("search", trace.float_nodes), ("ablation", chosen or greedy),
