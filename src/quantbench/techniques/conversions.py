@@ -108,12 +108,27 @@ def calibrated_model(base: Scheme, converter: Any, representative_dataset: Calla
                      source: str = "") -> bytes:  # fmt: skip
     """The model with activation ranges recorded but nothing quantized yet, for `base`'s
     options; memoized in the worker by `source` (SavedModel and calibration images)."""
+    import hashlib
+    from pathlib import Path
+
+    from quantbench import atomic
+
     memo = f"{source}|{base.name}"
     if source and memo in _CALIBRATED:
         return _CALIBRATED[memo]
-    base.configure(converter, representative_dataset)
-    converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
+    # Beside the SavedModel too: the search's later rounds start new workers, which then
+    # skip the calibration (the slowest step of a candidate).
+    saved = Path(source.split("|")[0]) if source else None
+    spill = (saved.parent / f"calibrated-{hashlib.sha1(memo.encode()).hexdigest()[:16]}.tflite"
+             if saved is not None and saved.is_dir() else None)  # fmt: skip
+    if spill is not None and spill.is_file():
+        calibrated = spill.read_bytes()
+    else:
+        base.configure(converter, representative_dataset)
+        converter._experimental_calibrate_only = True
+        calibrated = converter.convert()
+        if spill is not None:
+            atomic.write_bytes(spill, calibrated)
     if source:
         _CALIBRATED.clear()
         _CALIBRATED[memo] = calibrated
