@@ -108,6 +108,7 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
     "seed",
     "schemes",
     "calibration_images",
+    "search_data",
     "threads",
     "latency_runs",
     "runtimes",
@@ -145,6 +146,9 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 @click.option("--transforms", help="Comma-separated model transforms, e.g. qat:recipe=finetune "
               "(see `quantbench techniques`; '' for none).")
 @click.option("--calibration-images", type=int, help="Representative dataset size.")
+@click.option("--search-data", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Labelled images (class sub-folders) that score selective's candidates "
+              "(default: a slice of the training split; never the validation split).")
 @click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
 @click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
 @click.option("--runtimes", help="LiteRT APIs to time: interpreter (default), compiled "
@@ -224,6 +228,9 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
 @click.option("--calibration-images", type=int,
               help="Calibration photos: a seeded slice of DIR, at most a third (default 200); "
               "every other photo is scored.")
+@click.option("--search-data", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Labelled images (class sub-folders) that score selective's candidates "
+              "(default: a slice of the training split; never the validation split).")
 @click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
 @click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
 @click.option("--runtimes", help="LiteRT APIs to time: interpreter (default), compiled "
@@ -400,6 +407,24 @@ def _print_bench(report: dict) -> None:
 
 
 # --- report, compare ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--variant", "variants", help="Comma-separated variants (default: every integer one).")
+def analyze(run_dir: Path, variants: str | None) -> None:
+    """Per-layer error of a finished run's integer variants against the float model, named by
+    Keras layer: into results.json, layers-<variant>.csv and report.html."""
+    from quantbench.analysis import analyze_run
+    from quantbench.console import out as stdout
+    from quantbench.present import show_event
+
+    results = analyze_run(run_dir, _csv_list(variants), emit=show_event)
+    for a in results.layer_analyses:
+        worst = ", ".join(f"{e.layer or e.tensor} {e.rmse_scale:.2f}" for e in a.layers[:5])
+        stdout.print(f"{a.variant}: {len(a.layers)} quantized ops, {a.named_fraction:.0%} named; "
+                     f"worst RMSE/scale: {worst}", highlight=False, markup=False)
+    stdout.print(f"\nreport: {run_dir / 'report.html'}", highlight=False, markup=False)
 
 
 @cli.command()

@@ -78,6 +78,9 @@ class ConvertConfig(_Section):
         default_factory=lambda: _conversion_specs(TRANSFORM_SCHEMES)
     )
     calibration_images: int = Field(200, ge=1, le=100_000)
+    # Labelled images (one sub-folder per class) that score selective's candidates; default: a
+    # slice of the training split outside the calibration images. Never the validation split.
+    search_data: Path | None = None
 
     @field_validator("schemes", "transform_schemes", mode="before")
     @classmethod
@@ -241,6 +244,7 @@ FLAG_KEYS: dict[str, str] = {
     "seed": "train.seed",
     "schemes": "convert.schemes",
     "calibration_images": "convert.calibration_images",
+    "search_data": "convert.search_data",
     "threads": "evaluate.threads",
     "latency_runs": "evaluate.latency_runs",
     "runtimes": "evaluate.runtimes",

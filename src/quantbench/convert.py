@@ -102,8 +102,8 @@ def convert_one(saved_model_dir: str, spec: dict[str, Any], calibration_path: st
     started = time.perf_counter()
     try:
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        scheme.configure(converter, _representative_dataset(calibration), params)
-        model_bytes = converter.convert()
+        model_bytes = scheme.convert(converter, _representative_dataset(calibration), params,
+                                     source=f"{saved_model_dir}|{calibration}")  # fmt: skip
     except Exception as e:  # noqa: BLE001 - every converter failure is recorded, not raised
         return time.perf_counter() - started, _error_line(e)
     try:

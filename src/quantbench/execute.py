@@ -181,6 +181,13 @@ class Executor:
         self.base = base
         self.models: dict[ModelSpec, _LazyModel] = {}
         self.plan: list[VariantSpec] = []
+        # Conversions a search completed (selective.py), by variant id, and their searches.
+        self.resolved: dict[str, Any] = {}
+        self.searches: dict[str, Any] = {}
+
+    def conversion_of(self, spec: VariantSpec) -> Any:
+        """The conversion to apply: the spec's own, or its search's resolved version."""
+        return self.resolved.get(spec.id, spec.conversion)
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -326,9 +333,14 @@ class Executor:
                 self._restore_reference(spec)
         todo = [s for s in mine if s.conversion is not None and self._done(s) is None]
         if todo:
+            from quantbench.selective import resolve_searches
+
+            resolve_searches(self, lazy, todo)  # conversions that search first (selective)
             files = convert_model(self, model_spec, lazy, todo)
             for spec in todo:
-                self._add(measure_variant(self, spec, files[spec]))
+                row = measure_variant(self, spec, files[spec])
+                row.selective = self.searches.get(spec.id)
+                self._add(row)
 
     def _restore_reference(self, spec: VariantSpec) -> None:
         """A resumed run needs the reference's predictions for the agreement of new rows."""

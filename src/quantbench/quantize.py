@@ -47,6 +47,7 @@ OPTIONS = flag_keys(
     "schemes",
     "transforms",
     "calibration_images",
+    "search_data",
     "threads",
     "latency_runs",
     "runtimes",

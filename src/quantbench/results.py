@@ -153,6 +153,54 @@ class WeightStats(_Model):
                    max_unique=max((t.unique for t in tensors), default=0),
                    max_unique_per_channel=max((t.unique_per_channel for t in tensors), default=0),
                    tensors=tensors)  # fmt: skip
+class LayerError(_Model):
+    """One quantized op's own error (analysis.py): its output against the float op's."""
+
+    rank: int  # 1 = the worst
+    op: str  # TF Lite op, e.g. DEPTHWISE_CONV_2D
+    tensor: str  # the op's output tensor name in the .tflite file
+    layer: str | None = None  # the Keras layer it comes from (None: no name maps back)
+    rmse_scale: float  # RMSE / output scale; rounding alone gives 0.29
+    mean_abs_error: float
+    max_abs_error: float
+    mse: float  # the op's output mean squared error
+    scale: float
+    channel_error: float | None = None  # mean over live channels of RMS error / RMS signal
+
+
+class LayerAnalysis(_Model):
+    """Per-layer error of one integer conversion against the float model, worst first."""
+
+    variant: str
+    conversion: str  # the conversion analysed, as typed (e.g. int8_per_tensor)
+    debug_images: int
+    layers: list[LayerError] = Field(default_factory=list)
+    named_fraction: float = 0.0  # of the ops, those that carry a Keras layer name
+
+
+class SearchCandidate(_Model):
+    float_layers: int  # how many of the worst-ranked layers stay in float
+    search_accuracy: float  # on the held-apart search images
+    within_budget: bool
+    latency_ms: float | None = None  # median, threads = the run's last thread count
+    threads: int | None = None
+
+
+class SelectiveSearch(_Model):
+    """How `selective` chose its float layers (selective.py)."""
+
+    base: str
+    budget: float  # accuracy points below the float model allowed on the search images
+    search_images: int
+    search_source: str  # where they come from (never the validation split)
+    float_search_accuracy: float  # the float Keras model on the search images
+    quantizable_layers: int  # quantized ops of the base scheme (the analysis' rows)
+    candidates: list[SearchCandidate] = Field(default_factory=list)  # in the order tried
+    conversions: int = 0  # candidate conversions made (the plain base counts)
+    float_layers: list[str] = Field(default_factory=list)  # chosen, by Keras layer name
+    float_nodes: list[str] = Field(default_factory=list)  # chosen, TF Lite tensor names
+    within_budget: bool = True  # False: no candidate met the budget; the best one was kept
+    seconds: float = 0.0  # wall time of the search (analysis included)
 
 
 class VariantResult(_Model):
@@ -187,6 +235,7 @@ class VariantResult(_Model):
     accuracy_ci: list[float] | None = None  # [low, high], 95% Wilson interval over the photos
     agreement_ci: list[float] | None = None
     vs_reference: PairedDifference | None = None
+    selective: SelectiveSearch | None = None  # the search that chose this variant's float layers
     # Top-1 class of every scored photo, in DataSummary.eval_labels' order (encode_classes):
     # ~1 byte a photo, so 3670 photos x 20 variants add ~100 KB to results.json.
     predictions: str | None = None
@@ -297,6 +346,7 @@ class RunResults(_Model):
     extras: Extras = Field(default_factory=Extras)
     resumed: list[str] = Field(default_factory=list)  # when `--resume` continued this run
     models: dict[str, str] = Field(default_factory=dict)  # ModelSpec.id -> its store key
+    layer_analyses: list[LayerAnalysis] = Field(default_factory=list)  # analysis.py
 
     def variant(self, name: str, repeat: int = 0) -> VariantResult | None:
         return next((v for v in self.variants if v.variant == name and v.repeat == repeat), None)

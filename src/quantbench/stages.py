@@ -125,8 +125,9 @@ def convert_model(ex: Executor, model_spec: ModelSpec, lazy: _LazyModel,
     for spec in todo:
         # Only conversions that read the calibration images depend on them: a sweep over
         # calibration sizes then converts and measures float32/float16/dynamic range once.
-        uses_calibration = CONVERSIONS.get(spec.conversion.name).needs_representative_dataset
-        key = store_key("convert", spec.conversion.model_dump(mode="json"), parent=lazy.key,
+        conversion = ex.conversion_of(spec)
+        uses_calibration = CONVERSIONS.get(conversion.name).needs_representative_dataset
+        key = store_key("convert", conversion.model_dump(mode="json"), parent=lazy.key,
                         data=ctx.calibration_key if uses_calibration else "no-calibration")  # fmt: skip
         cached = ctx.store.get(key)
         if cached is None:
@@ -149,7 +150,7 @@ def convert_model(ex: Executor, model_spec: ModelSpec, lazy: _LazyModel,
         model = lazy.get()
         scratch = out_dir / f".converting-{model_spec.name}"
         started = time.perf_counter()
-        conversions = convert_all(model, [s.conversion for s in missing], ctx.calibration_inputs,
+        conversions = convert_all(model, [ex.conversion_of(s) for s in missing], ctx.calibration_inputs,
                                   scratch, workers=ctx.resources.convert_workers)  # fmt: skip
         ctx.emit("info", f"converted {len(missing)} in {time.perf_counter() - started:.1f} s")
         for spec, conversion in zip(missing, conversions):

@@ -54,6 +54,7 @@ OPS: dict[str, str] = {
     "latency": "quantbench.latency:measure_request",
     "tflm": "quantbench.targets.mcu:tflm_request",  # TF Lite Micro (targets/)
     "gpu": "quantbench.targets.gpu:gpu_request",  # LiteRT's model analyzer (targets/)
+    "analyze": "quantbench.analysis:analyze_request",
 }
 PLUGINS_ENV = "QUANTBENCH_WORKER_OPS"  # extra op modules (tests), read by the child only
 PARENT_ENV = "QUANTBENCH_WORKER_PARENT"

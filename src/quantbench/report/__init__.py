@@ -18,7 +18,7 @@ def render(results: RunResults) -> str:
     """The report's HTML. Uses results.extras["recommendation"] if present, else recommends
     with the run's own `recommend` config (without storing it)."""
     from quantbench.recommend import constraints_of, recommend, stored
-    from quantbench.report import appendix as a, sections as s
+    from quantbench.report import appendix as a, layers, sections as s
     from quantbench.report.page import esc, shell
 
     rec = stored(results)
@@ -34,6 +34,8 @@ def render(results: RunResults) -> str:
         ("tradeoffs", "Trade-offs", s.tradeoffs(results, rec)),
         ("latency", "Latency", s.latency(results)),
         ("targets", "Targets", a.targets(results)),
+        ("selective", "Selective", layers.selective(results)),
+        ("layers", "Per layer", layers.per_layer(results)),
         ("training", "Training", a.training(results)),
         ("classes", "Per class", a.per_class(results)),
         ("seed", "Seed", a.seed_comparison(results)),

@@ -1,0 +1,128 @@
+"""Per-layer analysis and selective quantization on a tiny model with one planted outlier.
+
+The outlier is a depthwise conv whose channel 0 has weights -1000 on non-negative inputs and
+a ReLU after it: that channel always outputs 0 (the model's function is unchanged), but one
+per-tensor weight scale (1000/127) then rounds every other channel's weights to 0, so the
+per-tensor int8 model loses its features there, as MobileNetV2's folded depthwise layers do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantbench.selective import next_points
+
+OUTLIER = "outlier_dw"
+
+
+def _images(n: int, seed: int, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Class c: channel c brighter (an easy task the tiny model learns in seconds)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    images = rng.uniform(0.0, 0.5, (n, size, size, 3)).astype(np.float32)
+    images[np.arange(n), :, :, labels] += 0.5
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def planted():
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv_a")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, activation="relu", name=OUTLIER)(x)
+    x = keras.layers.Conv2D(8, 1, activation="relu", name="conv_b")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(x)
+    model = keras.Model(inputs, outputs, name="planted")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    train, labels = _images(600, 1)
+    model.fit(train, labels, epochs=15, batch_size=32, verbose=0)
+    kernel, bias = model.get_layer(OUTLIER).get_weights()
+    kernel[:, :, 0, :] = -1000.0  # channel 0: dead after the ReLU, and one huge weight range
+    bias[0] = min(bias[0], 0.0)
+    model.get_layer(OUTLIER).set_weights([kernel, bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def searched(planted):
+    from quantbench.techniques.conversions import CONVERSIONS
+
+    calibration, _ = _images(64, 2)
+    search_images, search_labels = _images(200, 3)
+    float_accuracy = float(np.mean(planted.predict(search_images, verbose=0).argmax(1) == search_labels))
+    spec = CONVERSIONS.spec("selective", base="int8_per_tensor")
+    resolved, trace, analysis = __import__("quantbench.selective", fromlist=["search"]).search(
+        planted, spec, calibration, search_images, search_labels, float_accuracy, budget=3.0,
+        workers=2, latency=False,
+    )  # fmt: skip
+    return resolved, trace, analysis, float_accuracy
+
+
+@pytest.mark.slow
+def test_the_analysis_ranks_the_planted_layer_first_by_its_keras_name(searched):
+    _, _, analysis, _ = searched
+    assert analysis.layers[0].layer == OUTLIER
+    assert analysis.layers[0].rmse_scale > 5 * analysis.layers[1].rmse_scale
+    assert analysis.named_fraction == 1.0
+    assert [e.rank for e in analysis.layers] == list(range(1, len(analysis.layers) + 1))
+
+
+@pytest.mark.slow
+def test_the_search_keeps_exactly_the_planted_layer_in_float(searched):
+    resolved, trace, _, float_accuracy = searched
+    assert trace.float_layers == [OUTLIER]
+    assert resolved.params["denylist"] == trace.float_nodes and len(trace.float_nodes) == 1
+    plain = next(c for c in trace.candidates if c.float_layers == 0)
+    assert plain.search_accuracy < float_accuracy - 0.2  # the planted layer breaks per-tensor int8
+    assert trace.within_budget and trace.conversions <= 12
+
+
+@pytest.mark.slow
+def test_per_tensor_int8_converts_and_keeps_one_scale_per_weight_tensor(planted, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from quantbench.convert import convert_all
+
+    calibration, _ = _images(32, 4)
+    (conversion,) = convert_all(planted, ["int8_per_tensor"], calibration, tmp_path)
+    assert conversion.error is None
+    details = Interpreter(model_path=str(conversion.path)).get_tensor_details()
+    weights = [d for d in details if d["name"].endswith(("Conv2D", "depthwise", "MatMul"))
+               and d["dtype"] == np.int8]  # fmt: skip
+    assert weights and all(len(d["quantization_parameters"]["scales"]) == 1 for d in weights)
+
+
+@pytest.mark.parametrize("lo,hi,width", [(0, 66, 2), (3, 15, 2), (7, 9, 2), (0, 1, 2), (0, 5, 1)])
+def test_next_points_fall_strictly_between_and_shrink_the_interval(lo, hi, width):
+    points = next_points(lo, hi, width)
+    if hi - lo <= 1:
+        assert points == []
+    else:
+        assert points and all(lo < k < hi for k in points) and len(points) <= width
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_per_tensor_analysis_of_mobilenet_on_real_photos_names_its_layers(real_keras_home, monkeypatch):
+    """MobileNetV2 (ImageNet trunk) on real flowers: every quantized op carries its Keras layer,
+    and the worst per-tensor op is a depthwise conv (folded batch norm's per-channel ranges)."""
+    monkeypatch.setenv("KERAS_HOME", str(real_keras_home))
+    from quantbench.analysis import analyze
+    from quantbench.config import DataConfig, ModelConfig
+    from quantbench.data import load_dataset
+    from quantbench.model import build_classifier
+    from quantbench.preprocess import Preprocessing
+    from quantbench.techniques.conversions import CONVERSIONS
+
+    data = DataConfig(dir=real_keras_home / "datasets" / "flower_photos", image_size=96,
+                      max_images_per_class=6)  # fmt: skip
+    images = Preprocessing(96, data.scaling, data.channel_order).scale(load_dataset(data).train_images)
+    model = build_classifier(5, ModelConfig(alpha=0.35), 96)
+    analysis = analyze(model, CONVERSIONS.spec("int8_per_tensor"), images[:16], images[:8])
+    assert len(analysis.layers) > 50 and analysis.named_fraction >= 0.95
+    assert analysis.layers[0].op == "DEPTHWISE_CONV_2D" and "depthwise" in analysis.layers[0].layer
+    assert analysis.layers[0].rmse_scale > 2 * 0.29
