@@ -229,7 +229,7 @@ def test_links_that_lead_outside_the_folder_are_followed(tmp_path):
 
 
 def test_latency_inputs_skip_hidden_folders(tmp_path):
-    from quantbench.latency import load_inputs
+    from quantbench.bench import load_inputs
     from quantbench.preprocess import Preprocessing
 
     root = tmp_path / "photos"
