@@ -64,3 +64,16 @@ def test_set_assignment_parses_yaml_values():
 def test_training_seeds_follow_repeats_or_explicit_seeds():
     assert config.resolve("default", overrides={"repeats": 3}).training_seeds() == [1, 2, 3]
     assert config.resolve("default", overrides={"seeds": [7, 9]}).training_seeds() == [7, 9]
+
+
+def test_atomic_writes_get_the_umask_permissions_not_mkstemps_private_ones(tmp_path):
+    import os
+
+    from quantbench import atomic
+
+    previous = os.umask(0o022)
+    try:
+        path = atomic.write_text(tmp_path / "report.html", "<html></html>")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -26,6 +26,9 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); results and reports are for everyone who may
+        # read the folder, as with any file the user writes (the umask decides).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:
         _discard(tmp)
@@ -38,6 +41,12 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         _discard(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _discard(tmp: str | None) -> None:
