@@ -110,7 +110,7 @@ def test_same_config_twice_reuses_the_cache_and_no_cache_does_not(tiny_model, tm
         assert row_a["id"] == row_b["id"]
         assert (row_a["accuracy"], row_a["agreement"]) == (row_b["accuracy"], row_b["agreement"])
         if row_b["kind"] == "tflite" and row_b["status"] == "ok":
-            assert set(row_b["reused"]) == {"conversion", "accuracy", "latency"}
+            assert {"conversion", "accuracy", "latency"} <= set(row_b["reused"])
             assert not row_a["reused"]
     fresh = quantbench(*_quantize(model, photos, tmp_path / "runs", "--name", "c", "--no-cache"),
                        cwd=tmp_path)  # fmt: skip

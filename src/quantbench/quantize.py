@@ -264,6 +264,8 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
     if cfg.quantize.check:
         emit("step", "checking the preprocessing (8 combinations)")
         check = run_check(cfg, loaded.model, dataset)
+        for warning in check.warnings:
+            emit("warn", warning)
     if cfg.quantize.eval_split == "all":
         dataset = evaluate_on_all(dataset)
     elif cfg.quantize.eval_split == "rest":
