@@ -171,6 +171,7 @@ def test_a_run_measures_its_busy_figures_again_at_the_end(tiny_models, tmp_path,
 
     from quantbench import stages
     from quantbench.config import EvaluateConfig
+    from quantbench.execute import Resources
     from quantbench.results import RunResults, VariantResult
 
     path = tmp_path / "int8.tflite"
@@ -185,6 +186,7 @@ def test_a_run_measures_its_busy_figures_again_at_the_end(tiny_models, tmp_path,
         busy_latency=[("r1", "key-1", path)], emit=lambda level, text: None,
         val_inputs=np.zeros((2, SIZE, SIZE, 3), np.float32),
         store=SimpleNamespace(put=lambda key, stage, files, meta: stored.update({key: meta})),
+        resources=Resources(cores=2, convert_workers=1),
     )  # fmt: skip
     ex = SimpleNamespace(ctx=ctx, results=RunResults(name="t", created="now", variants=[row, twin]))
     monkeypatch.setattr(busy, "wait_quiet", lambda t, s: waits.append(s) or (True, 2.0, 0.0))
