@@ -230,7 +230,10 @@ class UserModel(BaseSource):
             model = self.loaded.model
             weights = [np.asarray(v) for v in model.variables]
             inner = getattr(model, "keras_model", model)
-            config = inner.get_config() if hasattr(inner, "get_config") else {}
+            try:
+                config = inner.get_config()
+            except (AttributeError, NotImplementedError):  # a plain SavedModel's signature
+                config = type(inner).__name__
             text = json.dumps([config, str(model.input_shape)], sort_keys=True, default=str)
             self._key = data_fingerprint([*weights, np.frombuffer(text.encode(), np.uint8)])
         return {"kind": "user", "model": self._key}
