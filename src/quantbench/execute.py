@@ -239,6 +239,8 @@ class Executor:
         if cached is not None:
             self.ctx.emit("step", f"{spec.name} model{_repeat(spec.repeat)}: cached")
             self._materialize_model_file(spec, cached)  # model.keras without loading the model
+            training = cached.meta.get("training")  # its training cost, for the cost table
+            self._record_training(TrainingResult.model_validate(training) if training else None)
         lazy = _LazyModel(key, lambda: self._load_or_train(spec, key))
         self.models[spec] = lazy
         return lazy
