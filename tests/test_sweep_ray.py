@@ -72,7 +72,9 @@ axes: {{train.seed: [1, 2, 3]}}
     for record in state.trials:
         results = RunResults.model_validate_json((Path(record.run_dir) / "results.json").read_text())
         timed += sum(1 for v in results.variants if v.status == "ok" and v.latency)
-    assert len(intervals) == timed > 0
+    # One guarded span per timed variant, plus one per figure re-measured at the end of a
+    # trial because the machine was busy (stages.settle_busy holds the same per-node lock).
+    assert len(intervals) >= timed > 0
     assert not _overlaps(intervals)
     for record in state.trials:
         results = RunResults.model_validate_json((Path(record.run_dir) / "results.json").read_text())
