@@ -99,25 +99,15 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_description() -> dict[str, Any]:
     """What a latency figure depends on besides the model: CPU, cores, runtime."""
+    from quantbench.environment import cpu_model
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         usable = os.cpu_count() or 1
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count() or 1,
         "usable_cores": usable,  # a container or taskset can pin us to fewer
         "machine": platform.machine(),

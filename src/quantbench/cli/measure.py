@@ -12,6 +12,28 @@ from quantbench.cli import (  # the group and the options the commands share
 from quantbench.config import REPORTING_FLAGS, flag_keys as config_flag_keys
 
 
+# What run and quantize measure alike: selective's search images, latency threads and runs,
+# runtimes, and the wait for a quiet machine.
+_MEASURING_OPTIONS = (
+    click.option("--search-data", type=click.Path(path_type=Path, exists=True, file_okay=False),
+                 help="Labelled images (class sub-folders) that score selective's candidates "
+                 "(default: a slice of the training split; never the validation split)."),
+    click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2."),
+    click.option("--latency-runs", type=int, help="Timed invokes per latency figure."),
+    click.option("--runtimes", help="LiteRT APIs to time: interpreter (default), compiled "
+                 "(CompiledModel), or both: interpreter,compiled."),
+    click.option("--wait-quiet", type=click.FloatRange(0, 86_400), metavar="SECONDS",
+                 help="Re-measure figures timed on a busy machine at the end, waiting at most "
+                 "this long in all for quiet (default 60)."),
+)  # fmt: skip
+
+
+def measuring_options(command):
+    for option in reversed(_MEASURING_OPTIONS):  # listed in help in this order
+        command = option(command)
+    return command
+
+
 # --- run ---------------------------------------------------------------------------------
 
 RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
@@ -68,16 +90,7 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 @click.option("--transforms", help="Comma-separated model transforms, e.g. qat:recipe=finetune "
               "(see `quantbench techniques`; '' for none).")
 @click.option("--calibration-images", type=int, help="Representative dataset size.")
-@click.option("--search-data", type=click.Path(path_type=Path, exists=True, file_okay=False),
-              help="Labelled images (class sub-folders) that score selective's candidates "
-              "(default: a slice of the training split; never the validation split).")
-@click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
-@click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
-@click.option("--runtimes", help="LiteRT APIs to time: interpreter (default), compiled "
-              "(CompiledModel), or both: interpreter,compiled.")
-@click.option("--wait-quiet", type=click.FloatRange(0, 86_400), metavar="SECONDS",
-              help="Re-measure figures timed on a busy machine at the end, waiting at most this "
-              "long in all for quiet (default 60).")
+@measuring_options
 @click.option("--qat", help="QAT recipes, comma-separated (same as --transforms qat:recipe=R).")
 @click.option("--qat-epochs", type=int, help="QAT epochs (default: the recipe's own).")
 @click.option("--qat-learning-rate", type=float, help="QAT learning rate (default: the recipe's).")
@@ -150,16 +163,7 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
 @click.option("--calibration-images", type=int,
               help="Calibration photos: a seeded slice of DIR, at most a third (default 200); "
               "every other photo is scored.")
-@click.option("--search-data", type=click.Path(path_type=Path, exists=True, file_okay=False),
-              help="Labelled images (class sub-folders) that score selective's candidates "
-              "(default: a slice of the training split; never the validation split).")
-@click.option("--threads", help="Comma-separated thread counts for latency, e.g. 1,2.")
-@click.option("--latency-runs", type=int, help="Timed invokes per latency figure.")
-@click.option("--runtimes", help="LiteRT APIs to time: interpreter (default), compiled "
-              "(CompiledModel), or both: interpreter,compiled.")
-@click.option("--wait-quiet", type=click.FloatRange(0, 86_400), metavar="SECONDS",
-              help="Re-measure figures timed on a busy machine at the end, waiting at most this "
-              "long in all for quiet (default 60).")
+@measuring_options
 @recommendation_options
 @target_options
 @click.option("--name", help="Run name (default: quantize-<model file name>).")
