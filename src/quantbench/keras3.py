@@ -162,19 +162,23 @@ def unknown_layers(config: Any, objects: dict[str, Any]) -> list[str]:
                   and not isinstance(getattr(keras.layers, n, None), type))  # fmt: skip
 
 
-def load(path: Path, fmt: str, config: Any, objects: dict[str, Any], unsafe: bool) -> Keras3Model:
-    """Load a Keras 3 .keras/.h5 file with Keras 3, in safe mode unless `unsafe` (the caller
-    has already refused Lambda layers the user did not allow)."""
-    import keras
-    from keras.src.saving import serialization_lib
-
-    unknown = unknown_layers(config, objects)
+def refuse_unknown_layers(path: Path, unknown: list[str]) -> None:
+    """Never let Keras (2 or 3) import a module named inside the file: the user names it."""
     if unknown:
         raise ModelError(
             f"{path.name} uses custom layer(s) {', '.join(unknown)} that quantbench does not "
             "know and will not import on its own",
             tip="pass --custom-objects your.module (the module defining them, or a .py file)",
         )
+
+
+def load(path: Path, fmt: str, config: Any, objects: dict[str, Any], unsafe: bool) -> Keras3Model:
+    """Load a Keras 3 .keras/.h5 file with Keras 3, in safe mode unless `unsafe` (the caller
+    has already refused Lambda layers the user did not allow)."""
+    import keras
+    from keras.src.saving import serialization_lib
+
+    refuse_unknown_layers(path, unknown_layers(config, objects))
     try:
         with serialization_lib.SafeModeScope(not unsafe):
             model = keras.saving.load_model(path, custom_objects=_custom_objects(config, objects),

@@ -265,13 +265,7 @@ def load_model(path: str | Path, *, unsafe: bool = False, custom_objects: str | 
         model = keras3.load(path, fmt, config, objects, unsafe)
         return LoadedModel(model, path, fmt, _size(path), version)
     unknown = _unknown_layers(config, objects) if fmt in ("keras", "h5") else []
-    if unknown:
-        # Never let Keras import a module named inside the file: the user names it.
-        raise ModelError(
-            f"{path.name} uses custom layer(s) {', '.join(unknown)} that quantbench does not "
-            "know and will not import on its own",
-            tip="pass --custom-objects your.module (the module defining them, or a .py file)",
-        )
+    keras3.refuse_unknown_layers(path, unknown)
     import tf_keras as keras
     from tf_keras.src.saving import serialization_lib
 

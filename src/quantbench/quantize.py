@@ -31,7 +31,7 @@ import numpy as np
 from quantbench import bridge
 from quantbench.classes import class_order, evaluate_on_all, reorder_classes
 from quantbench.execute import BaseSource, silent
-from quantbench.config import REPORTING_FLAGS, RunConfig, flag_keys
+from quantbench.config import MEASURING_FLAGS, REPORTING_FLAGS, RunConfig, flag_keys
 from quantbench.errors import ConfigError, ConversionError, DataError, ModelError
 
 # API keywords (the CLI's flags use the same names), each setting config.FLAG_KEYS' key.
@@ -47,11 +47,7 @@ OPTIONS = flag_keys(
     "schemes",
     "transforms",
     "calibration_images",
-    "search_data",
-    "threads",
-    "latency_runs",
-    "runtimes",
-    "wait_quiet",
+    *MEASURING_FLAGS,
     "qat_epochs",
     "qat_learning_rate",
     "eval_split",

@@ -9,7 +9,7 @@ import click
 from quantbench.cli import (  # the group and the options the commands share
     _VERBOSE, _csv_list, _runtimes, cli, recommendation_options, resume_options, target_options,
 )
-from quantbench.config import REPORTING_FLAGS, flag_keys as config_flag_keys
+from quantbench.config import MEASURING_FLAGS, REPORTING_FLAGS, flag_keys as config_flag_keys
 
 
 # What run and quantize measure alike: selective's search images, latency threads and runs,
@@ -52,11 +52,7 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
     "seed",
     "schemes",
     "calibration_images",
-    "search_data",
-    "threads",
-    "latency_runs",
-    "runtimes",
-    "wait_quiet",
+    *MEASURING_FLAGS,
     "transforms",
     "qat",
     "qat_epochs",
