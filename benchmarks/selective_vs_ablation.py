@@ -40,7 +40,7 @@ def main() -> None:
 
     from quantbench import atomic, results as results_mod
     from quantbench.config import RunConfig
-    from quantbench.convert import convert_saved_model, export_saved_model
+    from quantbench.convert import ConverterPool, export_saved_model
     from quantbench.data import calibration_indices, load_dataset
     from quantbench.evaluate import EvalWorker
     from quantbench.preprocess import Preprocessing
@@ -79,14 +79,16 @@ def main() -> None:
     def denylisted(names: list[str]) -> dict:
         return CONVERSIONS.spec("selective", base=args.base, denylist=names).model_dump(mode="json")
 
+    # The ablation gets the search's advantages too: one pool of workers (TensorFlow imported
+    # and the calibration made once per worker) for all its candidates.
     with scratch_dir("ablation") as tmp, EvalWorker(inputs) as search_eval, \
-            EvalWorker(val_inputs) as val_eval:  # fmt: skip
+            EvalWorker(val_inputs) as val_eval, ConverterPool(args.workers) as pool:  # fmt: skip
         saved = export_saved_model(model, Path(tmp) / "saved_model")
         calibration_path = atomic.save_npy(Path(tmp) / "calibration.npy", calibration)
 
         def score(jobs: list[tuple[str, list[str]]], evaluator, truth) -> dict[str, float]:
             paths = [(denylisted(names), str(Path(tmp) / f"{tag}.tflite")) for tag, names in jobs]
-            outcomes = convert_saved_model(saved, paths, calibration_path, args.workers)
+            outcomes = pool.convert(saved, paths, calibration_path)
             out = {}
             for (tag, _), (_, path) in zip(jobs, paths):
                 if outcomes[path][1]:
@@ -95,12 +97,11 @@ def main() -> None:
             return out
 
         started = time.perf_counter()
-        # One call: its workers calibrate once and convert every single-layer candidate.
         single = score([(f"one-{i}", [n]) for i, n in enumerate(nodes)], search_eval, labels)
         print(f"ablation: {len(nodes)} single-layer candidates in {time.perf_counter() - started:.0f} s",
               flush=True)
         order = sorted(range(len(nodes)), key=lambda i: -single[f"one-{i}"])
-        # Then the ablation's ranking, prefixes tried 8 at a time (one worker start per batch).
+        # Then the ablation's ranking, prefixes tried 8 at a time.
         greedy, chosen, candidates = [nodes[i] for i in order], None, len(nodes)
         for start in range(1, len(nodes) + 1, 8):
             sizes = list(range(start, min(start + 8, len(nodes) + 1)))

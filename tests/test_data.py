@@ -101,3 +101,25 @@ def test_real_flowers_load_and_split(flowers_dir):
     # the roses/tulips photo is in one split only
     name = "15922772266_1167a06620.jpg"
     assert sum(p.endswith(name) for p in ds.val_paths) in (0, 2)
+
+
+def test_search_holdout_leaves_training_and_keeps_duplicates_together(image_folder):
+    # Two byte-identical training photos: both held out or both trained on, never split.
+    shutil.copy(image_folder / "cats" / "cats_000.jpg", image_folder / "dogs" / "copy.jpg")
+    full = _load(image_folder)
+    held = data.hold_out_search(full, 5, seed=3)
+    n = len(full.train_images)
+    assert len(held.search_images) >= 5 and len(held.train_images) + len(held.search_images) == n
+    assert held.summary.train_count == len(held.train_images)
+    assert held.summary.search_count == len(held.search_images)
+    assert (held.val_images == full.val_images).all()  # the scored photos are untouched
+    # Disjoint: every training photo lands on exactly one side.
+    trained = {a.tobytes() for a in held.train_images}
+    searched = {a.tobytes() for a in held.search_images}
+    assert not trained & searched
+    assert trained | searched == {a.tobytes() for a in full.train_images}
+    assert sorted(held.search_labels.tolist() + held.train_labels.tolist()) == sorted(full.train_labels.tolist())
+    # Seeded, and never more than a quarter of the training photos.
+    again = data.hold_out_search(full, 5, seed=3)
+    assert (again.search_images == held.search_images).all()
+    assert len(data.hold_out_search(full, 10_000, seed=3).search_images) <= n // 4 + 1

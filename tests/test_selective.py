@@ -126,3 +126,36 @@ def test_per_tensor_analysis_of_mobilenet_on_real_photos_names_its_layers(real_k
     assert len(analysis.layers) > 50 and analysis.named_fraction >= 0.95
     assert analysis.layers[0].op == "DEPTHWISE_CONV_2D" and "depthwise" in analysis.layers[0].layer
     assert analysis.layers[0].rmse_scale > 2 * 0.29
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_selective_run_on_real_photos_searches_on_photos_held_out_of_training(real_keras_home, tmp_path,
+                                                                             monkeypatch):  # fmt: skip
+    """The smoke preset on real flowers with per-tensor int8 and its selective version: the
+    search scores photos neither trained on nor reported, and its variant is measured like
+    any other on the untouched validation split."""
+    import json
+
+    import quantbench
+
+    monkeypatch.setenv("KERAS_HOME", str(real_keras_home))
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "cache"))
+    frame, run_dir = quantbench.run(
+        "smoke", output_dir=str(tmp_path / "runs"), data__max_images_per_class=40,
+        schemes=["int8_per_tensor", "selective:search_images=40:max_candidates=4"],
+        targets__check=False,
+    )  # fmt: skip
+    results = json.loads((run_dir / "results.json").read_text())
+    data = results["data"]
+    assert data["search_count"] == 40 and data["train_count"] + data["search_count"] + data["val_count"] == 200
+    row = next(v for v in results["variants"] if v["scheme"] == "selective")
+    assert row["status"] == "ok" and row["eval_images"] == data["val_count"]
+    trace = row["selective"]
+    assert trace["search_images"] == 40 and "held out of training" in trace["search_source"]
+    assert 2 <= trace["conversions"] <= 4 and trace["candidates"][0]["float_layers"] == 0
+    assert len(trace["float_layers"]) == len(trace["float_nodes"]) < trace["quantizable_layers"]
+    assert all(trace["float_layers"])  # each named by its Keras layer
+    analysis = next(a for a in results["layer_analyses"] if a["variant"] == "int8_per_tensor")
+    assert analysis["named_fraction"] >= 0.95
+    assert set(frame["variant"]) >= {"keras_float", "int8_per_tensor", row["variant"]}

@@ -181,20 +181,35 @@ def build_analysis(rows: list[dict[str, Any]], model: Any, variant: str, spec_te
 
 
 def analyze_saved_model(saved_model_dir: str | Path, spec: dict[str, Any], calibration_path: str | Path,
-                        inputs_path: str | Path) -> list[dict[str, Any]]:  # fmt: skip
-    """The debugger's raw rows for the base scheme `spec`, computed in a worker process."""
-    from quantbench.errors import QuantbenchError
-    from quantbench.workers import Worker, WorkerError
+                        inputs_path: str | Path, pool: Any = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The debugger's raw rows for the base scheme `spec`, computed in a worker process: one
+    of `pool`'s (a convert.ConverterPool, whose later conversions reuse its calibration)."""
+    if pool is None:
+        from quantbench.convert import ConverterPool
 
+        with ConverterPool(1) as own:
+            return analyze_saved_model(saved_model_dir, spec, calibration_path, inputs_path, own)
+    return analysis_rows(start_analysis(saved_model_dir, spec, calibration_path, inputs_path, pool), spec)
+
+
+def start_analysis(saved_model_dir: str | Path, spec: dict[str, Any], calibration_path: str | Path,
+                   inputs_path: str | Path, pool: Any):  # fmt: skip
+    """The analysis request on `pool`, as a future (`analysis_rows` waits for its rows)."""
     payload = {"saved_model": str(saved_model_dir), "spec": spec,
                "calibration": str(calibration_path), "inputs": str(inputs_path)}  # fmt: skip
-    with Worker("analyze") as worker:
-        try:
-            return worker.request("analyze", payload, ANALYSIS_TIMEOUT_SECONDS)["rows"]
-        except WorkerError as e:
-            raise QuantbenchError(f"the per-layer analysis of {spec['name']} failed: {e.message}"
-                                  + (f" ({e.reason})" if e.reason else ""),
-                                  tip="re-run with -v; the conversion itself may fail") from None  # fmt: skip
+    return pool.submit("analyze", payload, ANALYSIS_TIMEOUT_SECONDS)
+
+
+def analysis_rows(future: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    from quantbench.errors import QuantbenchError
+    from quantbench.workers import WorkerError
+
+    try:
+        return future.result()["rows"]
+    except WorkerError as e:
+        raise QuantbenchError(f"the per-layer analysis of {spec['name']} failed: {e.message}"
+                              + (f" ({e.reason})" if e.reason else ""),
+                              tip="re-run with -v; the conversion itself may fail") from None  # fmt: skip
 
 
 def analyze(model: Any, spec: Any, calibration_inputs: np.ndarray, debug_inputs: np.ndarray,

@@ -17,7 +17,8 @@ import os
 import queue
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -123,6 +124,76 @@ def convert_request(payload: dict[str, Any]) -> dict[str, Any]:
 Outcome = tuple[float, "str | None"]  # (seconds, error or None)
 
 
+class ConverterPool:
+    """Converter workers that outlive one batch of jobs: each imports TensorFlow once and keeps
+    the calibrated model it made (calibrated_model's memo) for the next request, so a search
+    that converts candidates round after round pays neither again. Each worker is owned by one
+    long-lived thread of the pool (a worker dies with the thread that started it).
+
+    Requests are served in the order they come, by whichever worker is free."""
+
+    def __init__(self, count: int):
+        self.count = max(1, count)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def _serve(self) -> None:
+        with Worker("convert") as worker:
+            while (item := self._queue.get()) is not None:
+                future, op, payload, timeout = item
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(worker.request(op, payload, timeout))
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    future.set_exception(e)
+
+    def submit(self, op: str, payload: dict[str, Any], timeout: float) -> Future:
+        """The worker op's reply, as a future (WorkerError on a crash or timeout)."""
+        while len(self._threads) < self.count:
+            thread = threading.Thread(target=self._serve, name="quantbench-convert", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        future: Future = Future()
+        self._queue.put((future, op, payload, timeout))
+        return future
+
+    def convert(self, saved_model_dir: str | Path, jobs: list[tuple[dict[str, Any], str | Path]],
+                calibration_path: str | Path | None, *, timeout: float = CONVERT_TIMEOUT_SECONDS,
+                on_done: Callable[[str, Outcome], None] | None = None) -> dict[str, Outcome]:  # fmt: skip
+        """Convert an exported SavedModel for each job (spec, out_path); see convert_saved_model."""
+        futures = []
+        for spec, out_path in jobs:
+            payload = {"saved_model": str(saved_model_dir), "spec": spec, "out": str(out_path),
+                       "calibration": None if calibration_path is None else str(calibration_path)}  # fmt: skip
+            futures.append((str(out_path), time.perf_counter(), self.submit("convert", payload, timeout)))
+        outcomes: dict[str, Outcome] = {}
+        for out_path, started, future in futures:
+            try:
+                reply = future.result()
+                outcome: Outcome = (reply["seconds"], reply["error"])
+            except WorkerError as e:
+                error = f"converter process failed ({e.reason})" if e.reason else e.message
+                outcome = (time.perf_counter() - started, error + (f": {e.detail}" if e.detail else ""))
+            outcomes[out_path] = outcome
+            if on_done is not None:
+                on_done(out_path, outcome)
+        return outcomes
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
+    def __enter__(self) -> ConverterPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def convert_saved_model(
     saved_model_dir: str | Path,
     jobs: list[tuple[dict[str, Any], str | Path]],
@@ -136,40 +207,11 @@ def convert_saved_model(
 
     Returns {out_path: (seconds, error or None)}. A converter crash or a conversion slower than
     `timeout` seconds fails that job with the reason; the others go on. `on_done(out_path,
-    outcome)` is called as each finishes (from a pool thread).
+    outcome)` is called as each finishes, in job order.
     """
-    pending: queue.SimpleQueue = queue.SimpleQueue()
-    for job in jobs:
-        pending.put(job)
     count = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    outcomes: dict[str, Outcome] = {}
-
-    def serve() -> None:
-        # Each thread keeps one worker: TensorFlow imported once, several schemes converted.
-        with Worker("convert") as worker:
-            while True:
-                try:
-                    spec, out_path = pending.get_nowait()
-                except queue.Empty:
-                    return
-                payload = {"saved_model": str(saved_model_dir), "spec": spec, "out": str(out_path),
-                           "calibration": None if calibration_path is None else str(calibration_path)}  # fmt: skip
-                started = time.perf_counter()
-                try:
-                    reply = worker.request("convert", payload, timeout)
-                    outcome: Outcome = (reply["seconds"], reply["error"])
-                except WorkerError as e:
-                    error = (f"converter process failed ({e.reason})" if e.reason else e.message)
-                    outcome = (time.perf_counter() - started,
-                               error + (f": {e.detail}" if e.detail else ""))  # fmt: skip
-                outcomes[str(out_path)] = outcome
-                if on_done is not None:
-                    on_done(str(out_path), outcome)
-
-    with ThreadPoolExecutor(count) as pool:
-        for future in [pool.submit(serve) for _ in range(count)]:
-            future.result()
-    return outcomes
+    with ConverterPool(count) as pool:
+        return pool.convert(saved_model_dir, jobs, calibration_path, timeout=timeout, on_done=on_done)
 
 
 CONVERSION_METADATA = b"CONVERSION_METADATA"  # where the converter records the options asked for

@@ -133,6 +133,7 @@ class DataSummary(_Model):
     eval_digest: str | None = None
     eval_split: str | None = None  # how the scored photos were chosen, in words
     calibration_count: int | None = None  # photos the representative dataset drew from
+    search_count: int | None = None  # training photos held out of training for a search
 
 
 class Environment(_Model):

@@ -127,7 +127,9 @@ def orchestrate(
 
     `before(ctx, results)` and `after(ctx, results)` let a command add its own records (the
     quantize command's model description, its check) around the shared work."""
+    from quantbench.data import hold_out_search
     from quantbench.plan import plan
+    from quantbench.selective import holdout_count
 
     started = time.perf_counter()
     resources = resources or Resources.detect()
@@ -145,16 +147,19 @@ def orchestrate(
 
             emit("step", "reading images")
             dataset = load_dataset(cfg.data, emit)
+        specs = plan(cfg, repeats=len(cfg.training_seeds()) if base.trains else 1)
+        if base.trains and (held := holdout_count(specs, cfg)):
+            dataset = hold_out_search(dataset, held, cfg.data.split_seed)
         results.data = dataset.summary
         summary = dataset.summary
-        emit("info", f"{len(summary.classes)} classes, {summary.train_count} training and "
+        held = f", {summary.search_count} held out of training for the search" if summary.search_count else ""
+        emit("info", f"{len(summary.classes)} classes, {summary.train_count} training{held} and "
                      f"{summary.val_count} validation images, {len(summary.skipped)} skipped")  # fmt: skip
         results_mod.save(results, run_dir)
         ctx = Context(cfg, run_dir, dataset, open_store(cfg, run_dir, use_cache), resources, emit)
         ctx.prepare()
         if before is not None:
             before(ctx, results)
-        specs = plan(cfg, repeats=len(cfg.training_seeds()) if base.trains else 1)
         Executor(ctx, results, base).run(specs)
         _sort_rows(results, specs)
         if after is not None:

@@ -3,15 +3,17 @@
 1. Rank: the per-layer analysis (analysis.py) of the base scheme orders its quantized ops by
    RMSE/scale, worst first.
 2. Search the number k of worst layers to keep in float, with real conversions and
-   evaluations: k = 0 (the plain base) and k = all first, then, while the smallest passing k
+   evaluations: k = 0 (the plain base, converted while the analysis runs) and k = all first,
+   then, while the smallest passing k
    and the largest failing k are more than 1 apart, as many new k as there are converter
    workers, spaced evenly in log(k + 1) between them (the answer is usually a handful of
    layers, so log spacing reaches it in fewer rounds than halving). Candidates of a round are
-   converted in parallel workers (convert.convert_saved_model): a worker calibrates once and
-   quantizes each candidate with its denylist in under a second.
+   converted in parallel by one pool of workers kept for the whole search (convert.
+   ConverterPool): each imports TensorFlow and calibrates once, then quantizes each candidate
+   with its denylist in under a second.
 3. No selection bias: candidates are scored on images held apart from the validation split the
-   results report: a slice of the training split outside the calibration images (or
-   `convert.search_data`). The chosen variant is then converted and measured like any other,
+   results report: in `run`, a slice of the training split held out of training
+   (data.hold_out_search says why); `convert.search_data` when given. The chosen variant is then converted and measured like any other,
    on the untouched validation split.
 
 The executor calls `resolve_searches` for conversions whose registry entry `needs_search`;
@@ -76,7 +78,7 @@ def search(
     """
     from quantbench import analysis as analysis_mod
     from quantbench import atomic
-    from quantbench.convert import convert_saved_model, export_saved_model
+    from quantbench.convert import ConverterPool, export_saved_model
     from quantbench.evaluate import EvalWorker
     from quantbench.techniques.conversions import CONVERSIONS
     from quantbench.workers import scratch_dir
@@ -84,30 +86,28 @@ def search(
     started = time.perf_counter()
     params = CONVERSIONS.params_of(conversion)
     base = CONVERSIONS.spec(params.base)
-    with scratch_dir("selective") as tmp, EvalWorker(search_inputs) as evaluator:
+    ranked: list[str] = []
+    tried: dict[int, SearchCandidate] = {}
+    order: list[int] = []
+    floor = float_accuracy - budget / 100.0
+
+    def spec_for(k: int) -> TechniqueSpec:
+        return CONVERSIONS.spec("selective", **{**params.model_dump(), "denylist": ranked[:k]})
+
+    # One pool for the whole search: its workers import TensorFlow and calibrate once.
+    with scratch_dir("selective") as tmp, EvalWorker(search_inputs) as evaluator, \
+            ConverterPool(max(1, workers)) as pool:  # fmt: skip
         saved = export_saved_model(model, Path(tmp) / "saved_model")
         calibration, debug = Path(tmp) / "calibration.npy", Path(tmp) / "debug.npy"
         atomic.save_npy(calibration, calibration_inputs.astype(np.float32))
         atomic.save_npy(debug, search_inputs[: analysis_mod.DEBUG_IMAGES].astype(np.float32))
-        emit("info", f"selective: per-layer analysis of {params.base}")
-        rows = analysis_mod.analyze_saved_model(saved, base.model_dump(mode="json"), calibration, debug)
-        analysis = analysis_mod.build_analysis(rows, model, params.base, base.text(),
-                                               min(len(search_inputs), analysis_mod.DEBUG_IMAGES))  # fmt: skip
-        ranked = [e.tensor for e in analysis.layers]
-        total = len(ranked)
-        tried: dict[int, SearchCandidate] = {}
-        order: list[int] = []
-        floor = float_accuracy - budget / 100.0
-
-        def spec_for(k: int) -> TechniqueSpec:
-            return CONVERSIONS.spec("selective", **{**params.model_dump(), "denylist": ranked[:k]})
 
         def evaluate(ks: list[int]) -> None:
             ks = [k for k in dict.fromkeys(ks) if k not in tried][: params.max_candidates - len(order)]
             if not ks:
                 return
             jobs = [(spec_for(k).model_dump(mode="json"), str(Path(tmp) / f"candidate-{k}.tflite")) for k in ks]
-            outcomes = convert_saved_model(saved, jobs, calibration, workers)
+            outcomes = pool.convert(saved, jobs, calibration)
             for k, (_, out) in zip(ks, jobs):
                 seconds, error = outcomes[out]
                 if error:
@@ -125,7 +125,16 @@ def search(
                 if on_file is not None:
                     on_file(spec_for(k), Path(out), seconds)
 
-        evaluate([0, total])
+        emit("info", f"selective: per-layer analysis of {params.base}")
+        pending = analysis_mod.start_analysis(saved, base.model_dump(mode="json"), calibration, debug, pool)
+        evaluate([0])  # the plain base needs no ranking: it converts beside the analysis
+        rows = analysis_mod.analysis_rows(pending, base.model_dump(mode="json"))
+        analysis = analysis_mod.build_analysis(rows, model, params.base, base.text(),
+                                               min(len(search_inputs), analysis_mod.DEBUG_IMAGES))  # fmt: skip
+        ranked = [e.tensor for e in analysis.layers]
+        total = len(ranked)
+        if not tried[0].within_budget:
+            evaluate([total])
         while len(order) < params.max_candidates:
             passing = [k for k in tried if tried[k].within_budget]
             if not passing:
@@ -163,15 +172,33 @@ def _latency(path: str, inputs: np.ndarray, threads: int) -> float | None:
 # --- the executor's side ---------------------------------------------------------------------
 
 
+def holdout_count(specs: list[VariantSpec], cfg: Any) -> int:
+    """How many training photos a run holds out of training for its searches (0: none):
+    the most any search of the plan scores, unless `convert.search_data` supplies them."""
+    from quantbench.techniques.conversions import CONVERSIONS
+
+    if getattr(cfg.convert, "search_data", None):
+        return 0
+    counts = [CONVERSIONS.params_of(s.conversion).search_images for s in specs
+              if s.conversion is not None and CONVERSIONS.get(s.conversion.name).needs_search
+              and CONVERSIONS.params_of(s.conversion).denylist is None]  # fmt: skip
+    return max(counts, default=0)
+
+
 def search_set(ctx: Any, count: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Labelled images held apart from the validation split: `convert.search_data` when set,
-    else training images outside the calibration slice (all training images if too few)."""
+    """Labelled images held apart from the validation split: `convert.search_data` when set;
+    else the training photos held out of training (data.hold_out_search, in `run`); else (a
+    model trained elsewhere, `quantize`) photos outside the calibration slice."""
     from quantbench.data import calibration_indices
 
     folder = getattr(ctx.cfg.convert, "search_data", None)
     if folder:
         return (*_folder_images(ctx, Path(folder), count), f"{count} images of {folder}")
     d = ctx.dataset
+    if getattr(d, "search_images", None) is not None:
+        n = min(count, len(d.search_images))
+        return (d.search_images[:n], d.search_labels[:n],
+                f"{n} training-split photos held out of training")  # fmt: skip
     n = len(d.train_images)
     picks = set(calibration_indices(n, ctx.cfg.convert.calibration_images, ctx.cfg.data.split_seed).tolist())
     rng = np.random.default_rng(ctx.cfg.data.split_seed + 1)

@@ -126,6 +126,7 @@ def details(results: RunResults) -> str:
             ("source", d.source), ("classes", len(d.classes)), ("training images", d.train_count),
             ("scored photos", d.val_count), ("how they were chosen", d.eval_split or "validation split"),
             *([("calibration photos", d.calibration_count)] if d.calibration_count else []),
+            *([("search photos (held out of training)", d.search_count)] if d.search_count else []),
             ("validation split", f"{d.validation_split:g} (seed {d.split_seed})"),
             ("image size", f"{d.image_size}×{d.image_size}"), ("skipped files", len(d.skipped)),
             ("duplicate groups", d.duplicate_groups),
