@@ -68,6 +68,16 @@ def test_variant_ids_are_stable_and_names_derive_from_the_spec():
     assert VariantSpec(conversion=CONVERSIONS.spec("float32")).id == "26c6070b19f97760"
 
 
+def test_selective_variants_of_different_bases_and_budgets_get_their_own_names():
+    cfg = config.resolve("smoke", None, {"convert.schemes": [
+        "selective", "selective:base=int8", "selective:budget=2"]})
+    names = [s.name for s in plan(cfg)]
+    assert names[1:4] == ["selective", "selective_int8", "selective_within2"]
+    # The search's size is not part of the name: that plan would name two variants alike.
+    with pytest.raises(ConfigError, match="'selective'"):
+        plan(config.resolve("smoke", None, {"convert.schemes": ["selective", "selective:search_images=500"]}))
+
+
 def test_plan_of_the_default_preset():
     cfg = config.resolve("default")
     specs = plan(cfg)

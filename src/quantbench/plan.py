@@ -55,9 +55,10 @@ class VariantSpec(BaseModel):
     def name(self) -> str:
         if self.conversion is None:
             return f"keras_{self.source}"
-        if not self.transforms:
-            return self.conversion.name
-        return f"{self.source}_{self.conversion.name}"
+        from quantbench.techniques.conversions import CONVERSIONS
+
+        conversion = CONVERSIONS.get(self.conversion.name).slug(CONVERSIONS.params_of(self.conversion))
+        return conversion if not self.transforms else f"{self.source}_{conversion}"
 
 
 class ModelSpec(BaseModel):
@@ -114,8 +115,8 @@ def plan(cfg: Any, repeats: int | None = None, base_conversions: list[TechniqueS
     if duplicates:
         from quantbench.errors import ConfigError
 
-        raise ConfigError(f"two variants would be named {duplicates[0]!r}: their transforms "
-                          "differ only in parameters that are not part of the name",
+        raise ConfigError(f"two variants would be named {duplicates[0]!r}: they differ only in "
+                          "parameters that are not part of the name",
                           tip="run them as two runs (or a sweep)")  # fmt: skip
     return specs
 

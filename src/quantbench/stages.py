@@ -241,7 +241,8 @@ def measure_variant(ex: Executor, spec: VariantSpec, file: ConvertedFile) -> Var
     baseline = ex.results.variant("float32", spec.repeat)
     reference_ms = baseline.latency_ms() if baseline and baseline.ok else None
     row.notes += explain.explain(file.path, row.latency, reference_ms)
-    dense = ex.results.variant(spec.conversion.name, spec.repeat) if spec.transforms else None
+    dense = (ex.results.variant(VariantSpec(conversion=spec.conversion, repeat=spec.repeat).name,
+                                spec.repeat) if spec.transforms else None)  # fmt: skip
     dense_ok = dense is not None and dense.ok
     row.notes += explain.storage_notes(row.weights, row.latency_ms(),
                                        dense.variant if dense_ok else None,

@@ -154,7 +154,9 @@ class Selective(Scheme):
     candidates calibrates once (memoized by SavedModel, calibration images and base)."""
 
     def slug(self, params: Params) -> str:
-        return f"selective_{params.base}"
+        """`selective` for the default base and budget; the others name what differs."""
+        name = self.name if params.base == "int8_per_tensor" else f"{self.name}_{params.base}"
+        return name if params.budget is None else f"{name}_within{params.budget:g}"
 
     def base_of(self, params: SelectiveParams):
         return CONVERSIONS.get(params.base)
