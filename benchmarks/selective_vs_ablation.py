@@ -1,7 +1,8 @@
 """Selective quantization's search against an exhaustive one-layer-at-a-time ablation.
 
 On a finished run's trained model (RUN_DIR/model.keras, its config and photos), with the
-same base scheme, calibration images, search images and budget:
+same base scheme, calibration images, search images (the run's photos held out of training)
+and budget:
 
 - search: quantbench.selective.search (rank by the per-layer analysis, log-spaced search of
   the number of worst layers kept in float, candidates converted in parallel workers);
@@ -41,10 +42,11 @@ def main() -> None:
     from quantbench import atomic, results as results_mod
     from quantbench.config import RunConfig
     from quantbench.convert import ConverterPool, export_saved_model
-    from quantbench.data import calibration_indices, load_dataset
+    from quantbench.data import calibration_indices, hold_out_search, load_dataset
+    from quantbench.plan import plan
     from quantbench.evaluate import EvalWorker
     from quantbench.preprocess import Preprocessing
-    from quantbench.selective import search, search_set
+    from quantbench.selective import holdout_count, search, search_set
     from quantbench.techniques.conversions import CONVERSIONS
     from quantbench.workers import scratch_dir
 
@@ -52,6 +54,9 @@ def main() -> None:
     cfg = RunConfig.model_validate(results.config)
     budget = args.budget if args.budget is not None else cfg.recommend.max_accuracy_drop
     dataset = load_dataset(cfg.data)
+    if results.data is not None and results.data.search_count:  # the run's hold-out, redone
+        dataset = hold_out_search(dataset, holdout_count(plan(cfg), cfg), cfg.data.split_seed)
+        assert len(dataset.search_images) == results.data.search_count
     pre = Preprocessing(cfg.data.image_size, cfg.data.scaling, cfg.data.channel_order)
     picks = calibration_indices(len(dataset.train_images), cfg.convert.calibration_images, cfg.data.split_seed)
     calibration = pre.scale(dataset.train_images[picks])
@@ -80,9 +85,13 @@ def main() -> None:
         return CONVERSIONS.spec("selective", base=args.base, denylist=names).model_dump(mode="json")
 
     # The ablation gets the search's advantages too: one pool of workers (TensorFlow imported
-    # and the calibration made once per worker) for all its candidates.
+    # while the model is exported, the calibration made once per worker) for all its
+    # candidates; its time counts from the export, as the search's does (the search's also
+    # counts closing its workers, about 1 s).
     with scratch_dir("ablation") as tmp, EvalWorker(inputs) as search_eval, \
             EvalWorker(val_inputs) as val_eval, ConverterPool(args.workers) as pool:  # fmt: skip
+        started = time.perf_counter()
+        pool.warm()
         saved = export_saved_model(model, Path(tmp) / "saved_model")
         calibration_path = atomic.save_npy(Path(tmp) / "calibration.npy", calibration)
 
@@ -96,7 +105,6 @@ def main() -> None:
                 out[tag] = float(np.mean(evaluator.predict(path, 2)[0].argmax(1) == truth))
             return out
 
-        started = time.perf_counter()
         single = score([(f"one-{i}", [n]) for i, n in enumerate(nodes)], search_eval, labels)
         print(f"ablation: {len(nodes)} single-layer candidates in {time.perf_counter() - started:.0f} s",
               flush=True)

@@ -124,6 +124,14 @@ def convert_request(payload: dict[str, Any]) -> dict[str, Any]:
 Outcome = tuple[float, "str | None"]  # (seconds, error or None)
 
 
+def warm_request(payload: dict[str, Any]) -> dict[str, Any]:
+    """The worker's `warm` op: import TensorFlow (3-4 s) before there is anything to convert."""
+    import quantbench  # noqa: F401  - selects Keras 2 before TensorFlow loads
+    import tensorflow  # noqa: F401
+
+    return {}
+
+
 class ConverterPool:
     """Converter workers that outlive one batch of jobs: each imports TensorFlow once and keeps
     the calibrated model it made (calibrated_model's memo) for the next request, so a search
@@ -147,6 +155,11 @@ class ConverterPool:
                     future.set_result(worker.request(op, payload, timeout))
                 except BaseException as e:  # noqa: BLE001 - handed to the caller
                     future.set_exception(e)
+
+    def warm(self) -> None:
+        """Start every worker now (TensorFlow imported), while the caller prepares the jobs."""
+        for _ in range(self.count):
+            self.submit("warm", {}, CONVERT_TIMEOUT_SECONDS)
 
     def submit(self, op: str, payload: dict[str, Any], timeout: float) -> Future:
         """The worker op's reply, as a future (WorkerError on a crash or timeout)."""

@@ -50,6 +50,7 @@ from quantbench.errors import QuantbenchError
 # a JSON-able dict.
 OPS: dict[str, str] = {
     "convert": "quantbench.convert:convert_request",
+    "warm": "quantbench.convert:warm_request",  # import TensorFlow ahead of the first convert
     "predict": "quantbench.evaluate:predict_request",
     "latency": "quantbench.latency:measure_request",
     "tflm": "quantbench.targets.mcu:tflm_request",  # TF Lite Micro (targets/)
