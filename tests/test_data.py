@@ -123,3 +123,30 @@ def test_search_holdout_leaves_training_and_keeps_duplicates_together(image_fold
     again = data.hold_out_search(full, 5, seed=3)
     assert (again.search_images == held.search_images).all()
     assert len(data.hold_out_search(full, 10_000, seed=3).search_images) <= n // 4 + 1
+
+
+def test_photos_decoded_once_per_process_and_again_when_edited(image_folder, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(data, "DECODED", data._DecodedPhotos(1 << 26))
+    calls = []
+    real = data.load_image
+    monkeypatch.setattr(data, "load_image", lambda path, size: calls.append(path) or real(path, size))
+    first = _load(image_folder)
+    assert len(calls) == 36
+    second = _load(image_folder)
+    assert len(calls) == 36  # the second read of the folder decoded nothing
+    assert (first.train_images == second.train_images).all() and (first.val_images == second.val_images).all()
+    second.train_images[0] += 1  # the dataset's arrays are its own, not the cached photos
+    assert (_load(image_folder).train_images == first.train_images).all()
+    # An edited photo (new bytes, new sha1) is decoded again; the others are not.
+    Image.new("RGB", (40, 40), (0, 255, 0)).save(image_folder / "cats" / "cats_000.jpg")
+    third = _load(image_folder)
+    assert len(calls) == 37
+    green = [img for img in np.concatenate([third.train_images, third.val_images])
+             if img[..., 1].min() > 240 and img[..., [0, 2]].max() < 15]  # fmt: skip
+    assert len(green) == 1  # the edited photo, as it is now
+    # Bounded: a cache too small for one photo keeps nothing.
+    tiny = data._DecodedPhotos(10)
+    tiny.put("x", 16, np.zeros((16, 16, 3), np.uint8))
+    assert tiny.get("x", 16) is None

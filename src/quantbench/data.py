@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -186,16 +187,49 @@ def check_class_folders(root: Path) -> list[Path]:
     return folders
 
 
+class _DecodedPhotos:
+    """Decoded photos of this process, by the sha1 of their bytes and the image size: the
+    trials of a sweep (and repeated API calls) that read the same folder decode each photo
+    once. Content-addressed, so an edited photo is decoded again; bounded, oldest dropped."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: dict[tuple[str, int], np.ndarray] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, digest: str, size: int) -> np.ndarray | None:
+        return self._items.get((digest, size))
+
+    def put(self, digest: str, size: int, pixels: np.ndarray) -> None:
+        with self._lock:
+            if (digest, size) in self._items or pixels.nbytes > self.max_bytes:
+                return
+            while self._items and self._bytes + pixels.nbytes > self.max_bytes:
+                self._bytes -= self._items.pop(next(iter(self._items))).nbytes
+            pixels.setflags(write=False)  # shared: nobody may change a cached photo
+            self._items[(digest, size)] = pixels
+            self._bytes += pixels.nbytes
+
+
+DECODED = _DecodedPhotos(1 << 30)  # 1 GiB: tf_flowers at 224 px is 550 MB
+
+
 def _read(path: Path, size: int) -> tuple[np.ndarray | None, str, str | None]:
     """(pixels or None, sha1 of the bytes, reason it was skipped)."""
     try:
         digest = hashlib.sha1(path.read_bytes()).hexdigest()
     except OSError as e:
         return None, "", f"unreadable: {e.strerror or e}"
+    cached = DECODED.get(digest, size)
+    if cached is not None:
+        return cached, digest, None
     try:
-        return load_image(path, size), digest, None
+        pixels = load_image(path, size)
     except UnreadableImage as e:
         return None, digest, f"not a decodable image ({e})"
+    DECODED.put(digest, size, pixels)
+    return pixels, digest, None
 
 
 def _split(groups: list[tuple[str, int]], fraction: float, seed: int) -> np.ndarray:
