@@ -323,3 +323,32 @@ def test_local_pool_records_each_failed_trial_and_goes_on(tmp_path):
     assert [t.status for t in state.trials] == ["failed", "failed"]
     assert all("data folder not found" in t.error for t in state.trials)
     assert engine._pool is None  # closed
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_calibration_sweep_on_real_photos_trains_once(tmp_path, flowers_dir, real_keras_home, monkeypatch):
+    """Two calibration sizes on real flowers: the second trial reuses the first's trained
+    model, its reference accuracy and the conversion that reads no calibration images, and
+    converts its own int8."""
+    from quantbench.sweep_engines import LocalEngine
+
+    monkeypatch.setenv("KERAS_HOME", str(real_keras_home))
+    spec = _spec(tmp_path, f"""
+base:
+  preset: smoke
+  set: {{data.dir: {flowers_dir}, data.max_images_per_class: 12, evaluate.threads: [1],
+        evaluate.latency_runs: 3, targets.check: false, convert.schemes: [float32, int8]}}
+axes: {{convert.calibration_images: [4, 8]}}
+""")  # fmt: skip
+    engine = LocalEngine(parallel=1, cache=str(tmp_path / "store"))
+    state, _ = sweep.run_sweep(spec, output_dir=tmp_path / "out", engine=engine)
+    assert state.counts()["complete"] == 2, [t.error for t in state.trials]
+    rows = [{v.variant: v for v in RunResults.model_validate_json(
+        (Path(t.run_dir) / "results.json").read_text()).variants} for t in state.trials]  # fmt: skip
+    # One trial trained; the other loaded its model and reused its reference accuracy.
+    assert sorted(r["keras_float"].reused == ["accuracy"] for r in rows) == [False, True]
+    later = next(r for r in rows if r["keras_float"].reused)
+    assert rows[0]["keras_float"].accuracy == rows[1]["keras_float"].accuracy
+    assert "conversion" in later["float32"].reused and "conversion" not in later["int8"].reused
+    assert rows[0]["int8"].status == rows[1]["int8"].status == "ok"

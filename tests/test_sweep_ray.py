@@ -89,3 +89,31 @@ def test_overlap_check_finds_concurrent_latency_on_one_node():
     assert _overlaps([L(node="a", start=0, end=2), L(node="a", start=1, end=3)])
     assert not _overlaps([L(node="a", start=0, end=2), L(node="b", start=1, end=3),
                           L(node="a", start=2, end=3)])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_node_lock_held_by_a_dead_process_is_free_again():
+    """A trial killed while timing (its worker gone) must not keep its node's lock forever."""
+    import subprocess
+
+    from quantbench.sweep_engines import LOCK_NAMESPACE, _node_lock
+
+    ray.init(num_cpus=1, namespace=LOCK_NAMESPACE, log_to_driver=False, include_dashboard=False)
+    try:
+        lock = _node_lock(ray, ray.get_runtime_context().get_node_id())
+        holder = subprocess.Popen(["sleep", "60"])
+        assert ray.get(lock.acquire.remote(holder.pid), timeout=30)
+        # Held by a live process: another acquire waits.
+        waiting = lock.acquire.remote(12345678)
+        with pytest.raises(ray.exceptions.GetTimeoutError):
+            ray.get(waiting, timeout=1.5)
+        holder.kill()
+        holder.wait()
+        assert ray.get(waiting, timeout=10)  # the holder died: the waiter got it
+        assert ray.get(lock.holder.remote()) == 12345678
+        ray.get(lock.release.remote(999))  # only the holder releases
+        assert ray.get(lock.holder.remote()) == 12345678
+        ray.get(lock.release.remote(12345678))
+        assert ray.get(lock.holder.remote()) is None
+    finally:
+        ray.shutdown()

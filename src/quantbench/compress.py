@@ -37,6 +37,11 @@ from quantbench.results import TrainingResult
 PRESERVE_ONLY = ("cluster_centroids", "pulling_indices", "original_weights")  # CQAT's own vars
 
 
+# Pruning's fine-tune when not given: half of it ramps the sparsity up, the rest recovers.
+# On the default preset, 50% sparsity with 2 epochs lost 2.2 points of the float model's 84.0%.
+PRUNE_EPOCHS = 4
+
+
 def _settings(params, cfg, default_factor: float, default_epochs: int) -> tuple[int, float]:
     epochs = params.epochs if params.epochs is not None else default_epochs
     learning_rate = params.learning_rate or cfg.train.learning_rate * default_factor
@@ -84,7 +89,7 @@ def prune(params, parent, job) -> tuple[Any, TrainingResult]:
 
     from quantbench.train import seed_everything
 
-    epochs, learning_rate = _settings(params, job.cfg, 1.0, 2)
+    epochs, learning_rate = _settings(params, job.cfg, 1.0, PRUNE_EPOCHS)
     job.emit("step", f"pruning to {params.sparsity:.0%} sparsity ({epochs} epochs, lr {learning_rate:g})")
     seed_everything(job.seed)
     steps = _steps_per_epoch(job) * max(epochs, 1)

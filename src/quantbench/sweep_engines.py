@@ -190,22 +190,36 @@ def _lock_name(node_id: str) -> str:
     return f"quantbench-latency-{node_id}"
 
 
+LOCK_POLL_SECONDS = 0.2
+
+
 def _lock_actor(ray: Any):
-    """One asyncio lock per node, as a named actor pinned to that node."""
+    """One lock per node, as a named actor pinned to that node. It is held by a process id,
+    and a holder that died (a trial killed mid-measurement, its worker lost) no longer
+    holds it: the actor runs on the holder's node, so it can see whether that process lives;
+    an asyncio.Lock would stay locked forever and every later trial there would hang."""
     import asyncio
+
+    from quantbench.workers import _alive
 
     @ray.remote(num_cpus=0)
     class NodeLatencyLock:
         def __init__(self) -> None:
-            self._lock = asyncio.Lock()
+            self._holder: int | None = None
 
-        async def acquire(self) -> bool:
-            await self._lock.acquire()
+        async def acquire(self, pid: int) -> bool:
+            # Check and set with no await between them: atomic on the actor's event loop.
+            while self._holder is not None and self._holder != pid and _alive(self._holder):
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+            self._holder = pid
             return True
 
-        async def release(self) -> None:
-            if self._lock.locked():
-                self._lock.release()
+        async def release(self, pid: int) -> None:
+            if self._holder == pid:
+                self._holder = None
+
+        async def holder(self) -> int | None:
+            return self._holder
 
     return NodeLatencyLock
 
@@ -231,11 +245,11 @@ def _ray_trial(job: dict[str, Any]) -> dict[str, Any]:
 
     @contextmanager
     def slot():
-        ray.get(lock.acquire.remote())
+        ray.get(lock.acquire.remote(os.getpid()))
         try:
             yield
         finally:
-            ray.get(lock.release.remote())
+            ray.get(lock.release.remote(os.getpid()))
 
     return execute_trial(job, f"{socket.gethostname()}/{node_id[:8]}", slot)
 
@@ -264,7 +278,7 @@ class RayEngine:
         self.command, self.cache, self.cpus = command, cache, cpus_per_trial
         # Locks are created (and owned) by the driver, one per live node, before any trial.
         self.locks = [_node_lock(ray, n["NodeID"]) for n in ray.nodes() if n.get("Alive")]
-        ray.get([lock.release.remote() for lock in self.locks])  # wait until they exist
+        ray.get([lock.holder.remote() for lock in self.locks])  # wait until they exist
         total = int(ray.cluster_resources().get("CPU", 1))
         self.slots = max(1, total // max(1, cpus_per_trial))
         self._task = ray.remote(_ray_trial).options(num_cpus=cpus_per_trial, max_retries=0)

@@ -77,7 +77,7 @@ class Qat(Transform):
 
 class PruneParams(Params):
     sparsity: float = Field(0.5, gt=0, lt=1)  # share of each kernel's weights set to zero
-    epochs: int | None = Field(None, ge=0)  # None: 2
+    epochs: int | None = Field(None, ge=0)  # None: compress.PRUNE_EPOCHS
     learning_rate: float | None = Field(None, gt=0)  # None: the float model's
     schedule_end: float = Field(0.5, gt=0, le=1)  # share of the fine-tune the ramp takes
 
