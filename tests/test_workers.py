@@ -145,3 +145,22 @@ def test_no_orphan_when_the_parent_is_killed(worker_ops):
         helper.kill()
         helper.wait()
     assert _gone(child)
+
+
+def test_converter_pool_keeps_its_workers_across_batches_and_replaces_a_crashed_one(worker_ops):
+    """A search converts round after round on the same workers (TensorFlow imported and the
+    calibration memoized once each); a worker that crashes fails its request, and the next
+    request on that thread gets a new child."""
+    from quantbench.convert import ConverterPool
+
+    def pids(pool, n: int) -> set[int]:
+        futures = [pool.submit("echo", {"n": i}, 30) for i in range(n)]  # in flight at once
+        return {f.result()["pid"] for f in futures}
+
+    with ConverterPool(2) as pool:
+        kept = pids(pool, 4) | pids(pool, 4)
+        assert 1 <= len(kept) <= 2  # two batches, no new processes: at most the pool's two
+        with pytest.raises(WorkerError, match="SIGSEGV"):
+            pool.submit("crash", {}, 30).result()
+        after = pids(pool, 4)
+        assert len(after) <= 2 and len(kept | after) <= 3  # at most the crashed one replaced
