@@ -82,6 +82,21 @@ def test_the_search_keeps_exactly_the_planted_layer_in_float(searched):
 
 
 @pytest.mark.slow
+def test_a_plain_base_within_the_budget_is_the_answer_after_one_candidate(planted):
+    """A budget the plain per-tensor model already meets: no layer kept in float, and the
+    search stops after k = 0 (no k = all, no bisection)."""
+    from quantbench.selective import search
+    from quantbench.techniques.conversions import CONVERSIONS
+
+    calibration, _ = _images(64, 2)
+    images, labels = _images(100, 5)
+    resolved, trace, _ = search(planted, CONVERSIONS.spec("selective"), calibration, images, labels,
+                                float_accuracy=0.0, budget=1.0, workers=2, latency=False)  # fmt: skip
+    assert trace.float_layers == [] and resolved.params["denylist"] == []
+    assert [c.float_layers for c in trace.candidates] == [0] and trace.within_budget
+
+
+@pytest.mark.slow
 def test_per_tensor_int8_converts_and_keeps_one_scale_per_weight_tensor(planted, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 

@@ -144,7 +144,7 @@ def search(
         while len(order) < params.max_candidates:
             passing = [k for k in tried if tried[k].within_budget]
             hi = min(passing, default=total + 1)  # total + 1: no passing k known yet
-            lo = max(k for k in tried if k < hi and not tried[k].within_budget)
+            lo = max((k for k in tried if k < hi and not tried[k].within_budget), default=-1)
             if hi - lo <= 1:
                 break
             if passing:
