@@ -84,19 +84,9 @@ def main() -> None:
     def denylisted(names: list[str]) -> dict:
         return CONVERSIONS.spec("selective", base=args.base, denylist=names).model_dump(mode="json")
 
-    # The ablation gets the search's advantages too: one pool of workers (TensorFlow imported
-    # while the model is exported, the calibration made once per worker) for all its
-    # candidates; its time counts from the export, as the search's does (the search's also
-    # counts closing its workers, about 1 s).
-    with scratch_dir("ablation") as tmp, EvalWorker(inputs) as search_eval, \
-            EvalWorker(val_inputs) as val_eval, ConverterPool(args.workers) as pool:  # fmt: skip
-        started = time.perf_counter()
-        pool.warm()
-        saved = export_saved_model(model, Path(tmp) / "saved_model")
-        calibration_path = atomic.save_npy(Path(tmp) / "calibration.npy", calibration)
-
+    def scorer(tmp: Path, pool, saved: Path, calibration_path: Path):
         def score(jobs: list[tuple[str, list[str]]], evaluator, truth) -> dict[str, float]:
-            paths = [(denylisted(names), str(Path(tmp) / f"{tag}.tflite")) for tag, names in jobs]
+            paths = [(denylisted(names), str(tmp / f"{tag}.tflite")) for tag, names in jobs]
             outcomes = pool.convert(saved, paths, calibration_path)
             out = {}
             for (tag, _), (_, path) in zip(jobs, paths):
@@ -105,6 +95,18 @@ def main() -> None:
                 out[tag] = float(np.mean(evaluator.predict(path, 2)[0].argmax(1) == truth))
             return out
 
+        return score
+
+    # The ablation gets the search's advantages too: one pool of workers (TensorFlow imported
+    # while the model is exported, the calibration made once per worker) for all its
+    # candidates. Its time counts what the search's counts: from starting its evaluator and
+    # workers to closing them.
+    started = time.perf_counter()
+    with scratch_dir("ablation") as tmp, EvalWorker(inputs) as search_eval, \
+            ConverterPool(args.workers) as pool:  # fmt: skip
+        pool.warm()
+        saved = export_saved_model(model, Path(tmp) / "saved_model")
+        score = scorer(Path(tmp), pool, saved, atomic.save_npy(Path(tmp) / "calibration.npy", calibration))
         single = score([(f"one-{i}", [n]) for i, n in enumerate(nodes)], search_eval, labels)
         print(f"ablation: {len(nodes)} single-layer candidates in {time.perf_counter() - started:.0f} s",
               flush=True)
@@ -121,9 +123,14 @@ def main() -> None:
             if passing:
                 chosen = greedy[:passing[0]]
                 break
-        ablation_seconds = time.perf_counter() - started
-        final = score([("search", trace.float_nodes), ("ablation", chosen or greedy),
-                       ("plain", [])], val_eval, dataset.val_labels)  # fmt: skip
+    ablation_seconds = time.perf_counter() - started
+
+    # Both answers (and the plain base) scored on the validation split neither search saw.
+    with scratch_dir("final") as tmp, EvalWorker(val_inputs) as val_eval, ConverterPool(args.workers) as pool:
+        saved = export_saved_model(model, Path(tmp) / "saved_model")
+        score = scorer(Path(tmp), pool, saved, atomic.save_npy(Path(tmp) / "calibration.npy", calibration))
+        final = score([("search", trace.float_nodes), ("ablation", chosen or greedy), ("plain", [])],
+                      val_eval, dataset.val_labels)  # fmt: skip
 
     names = {e.tensor: e.layer or e.tensor for e in analysis.layers}
     report = {
