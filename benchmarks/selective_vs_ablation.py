@@ -44,7 +44,6 @@ def main() -> None:
     from quantbench.convert import ConverterPool, export_saved_model
     from quantbench.data import calibration_indices, hold_out_search, load_dataset
     from quantbench.plan import plan
-    from quantbench.evaluate import EvalWorker
     from quantbench.preprocess import Preprocessing
     from quantbench.selective import holdout_count, search, search_set
     from quantbench.techniques.conversions import CONVERSIONS
@@ -84,30 +83,38 @@ def main() -> None:
     def denylisted(names: list[str]) -> dict:
         return CONVERSIONS.spec("selective", base=args.base, denylist=names).model_dump(mode="json")
 
-    def scorer(tmp: Path, pool, saved: Path, calibration_path: Path):
-        def score(jobs: list[tuple[str, list[str]]], evaluator, truth) -> dict[str, float]:
+    def scorer(tmp: Path, pool, saved: Path, calibration_path: Path, images: np.ndarray):
+        """Convert candidates and score them in the pool's workers, as the search does."""
+        images_path = atomic.save_npy(tmp / "images.npy", np.ascontiguousarray(images, dtype=np.float32))
+
+        def score(jobs: list[tuple[str, list[str]]], truth) -> dict[str, float]:
             paths = [(denylisted(names), str(tmp / f"{tag}.tflite")) for tag, names in jobs]
             outcomes = pool.convert(saved, paths, calibration_path)
-            out = {}
+            futures = {}
             for (tag, _), (_, path) in zip(jobs, paths):
                 if outcomes[path][1]:
                     raise SystemExit(f"{tag}: {outcomes[path][1]}")
-                out[tag] = float(np.mean(evaluator.predict(path, 2)[0].argmax(1) == truth))
+                futures[tag] = pool.submit("predict", {"inputs": str(images_path), "model": path, "threads": 1,
+                                                       "batch_size": 4, "out": str(tmp / f"{tag}.npy")}, 600)  # fmt: skip
+            out = {}
+            for tag, future in futures.items():
+                future.result()  # a failure raises here
+                out[tag] = float(np.mean(np.load(tmp / f"{tag}.npy").argmax(1) == truth))
             return out
 
         return score
 
     # The ablation gets the search's advantages too: one pool of workers (TensorFlow imported
-    # while the model is exported, the calibration made once per worker) for all its
-    # candidates. Its time counts what the search's counts: from starting its evaluator and
+    # while the model is exported, the calibration made and the images loaded once per
+    # worker) converting and scoring all its candidates in parallel. Its time counts what the search's counts: from starting its evaluator and
     # workers to closing them.
     started = time.perf_counter()
-    with scratch_dir("ablation") as tmp, EvalWorker(inputs) as search_eval, \
-            ConverterPool(args.workers) as pool:  # fmt: skip
+    with scratch_dir("ablation") as tmp, ConverterPool(args.workers) as pool:
         pool.warm()
         saved = export_saved_model(model, Path(tmp) / "saved_model")
-        score = scorer(Path(tmp), pool, saved, atomic.save_npy(Path(tmp) / "calibration.npy", calibration))
-        single = score([(f"one-{i}", [n]) for i, n in enumerate(nodes)], search_eval, labels)
+        score = scorer(Path(tmp), pool, saved, atomic.save_npy(Path(tmp) / "calibration.npy", calibration),
+                       inputs)  # fmt: skip
+        single = score([(f"one-{i}", [n]) for i, n in enumerate(nodes)], labels)
         print(f"ablation: {len(nodes)} single-layer candidates in {time.perf_counter() - started:.0f} s",
               flush=True)
         order = sorted(range(len(nodes)), key=lambda i: -single[f"one-{i}"])
@@ -115,7 +122,7 @@ def main() -> None:
         greedy, chosen, candidates = [nodes[i] for i in order], None, len(nodes)
         for start in range(1, len(nodes) + 1, 8):
             sizes = list(range(start, min(start + 8, len(nodes) + 1)))
-            scores = score([(f"greedy-{k}", greedy[:k]) for k in sizes], search_eval, labels)
+            scores = score([(f"greedy-{k}", greedy[:k]) for k in sizes], labels)
             candidates += len(sizes)
             passing = [k for k in sizes if scores[f"greedy-{k}"] >= floor - 1e-12]
             print(f"greedy {sizes[0]}-{sizes[-1]}: {[round(scores[f'greedy-{k}'], 3) for k in sizes]}",
@@ -126,11 +133,12 @@ def main() -> None:
     ablation_seconds = time.perf_counter() - started
 
     # Both answers (and the plain base) scored on the validation split neither search saw.
-    with scratch_dir("final") as tmp, EvalWorker(val_inputs) as val_eval, ConverterPool(args.workers) as pool:
+    with scratch_dir("final") as tmp, ConverterPool(args.workers) as pool:
         saved = export_saved_model(model, Path(tmp) / "saved_model")
-        score = scorer(Path(tmp), pool, saved, atomic.save_npy(Path(tmp) / "calibration.npy", calibration))
+        score = scorer(Path(tmp), pool, saved, atomic.save_npy(Path(tmp) / "calibration.npy", calibration),
+                       val_inputs)  # fmt: skip
         final = score([("search", trace.float_nodes), ("ablation", chosen or greedy), ("plain", [])],
-                      val_eval, dataset.val_labels)  # fmt: skip
+                      dataset.val_labels)  # fmt: skip
 
     names = {e.tensor: e.layer or e.tensor for e in analysis.layers}
     report = {

@@ -79,9 +79,9 @@ def search(
     from quantbench import analysis as analysis_mod
     from quantbench import atomic
     from quantbench.convert import ConverterPool, export_saved_model
-    from quantbench.evaluate import EvalWorker
+    from quantbench.evaluate import WORKER_SECONDS_PER_IMAGE, WORKER_START_SECONDS
     from quantbench.techniques.conversions import CONVERSIONS
-    from quantbench.workers import scratch_dir
+    from quantbench.workers import WorkerError, scratch_dir
 
     started = time.perf_counter()
     params = CONVERSIONS.params_of(conversion)
@@ -94,14 +94,36 @@ def search(
     def spec_for(k: int) -> TechniqueSpec:
         return CONVERSIONS.spec("selective", **{**params.model_dump(), "denylist": ranked[:k]})
 
-    # One pool for the whole search: its workers import TensorFlow and calibrate once.
-    with scratch_dir("selective") as tmp, EvalWorker(search_inputs) as evaluator, \
-            ConverterPool(max(1, workers)) as pool:  # fmt: skip
+    # One pool of workers for the whole search, which convert and score the candidates: each
+    # imports TensorFlow, calibrates and loads the search images once.
+    with scratch_dir("selective") as tmp, ConverterPool(max(1, workers)) as pool:
         pool.warm()  # the workers import TensorFlow while the model is exported
         saved = export_saved_model(model, Path(tmp) / "saved_model")
         calibration, debug = Path(tmp) / "calibration.npy", Path(tmp) / "debug.npy"
+        images = Path(tmp) / "search.npy"
         atomic.save_npy(calibration, calibration_inputs.astype(np.float32))
         atomic.save_npy(debug, search_inputs[: analysis_mod.DEBUG_IMAGES].astype(np.float32))
+        atomic.save_npy(images, np.ascontiguousarray(search_inputs, dtype=np.float32))
+        predict_timeout = WORKER_START_SECONDS + WORKER_SECONDS_PER_IMAGE * len(search_inputs)
+
+        def score(ks: list[int]) -> dict[int, float]:
+            """Top-1 on the search images of each converted candidate, scored in parallel
+            (one thread each: the pool's workers share the cores)."""
+            futures = {}
+            for k in ks:
+                payload = {"inputs": str(images), "model": str(Path(tmp) / f"candidate-{k}.tflite"),
+                           "threads": 1, "batch_size": 4, "out": str(Path(tmp) / f"scores-{k}.npy")}  # fmt: skip
+                futures[k] = pool.submit("predict", payload, predict_timeout)
+            out = {}
+            for k, future in futures.items():
+                try:
+                    future.result()
+                except (WorkerError, QuantbenchError) as e:
+                    raise QuantbenchError(f"selective: the candidate with {k} float layers failed to "
+                                          f"run: {e.message}", tip="re-run with -v") from None  # fmt: skip
+                scores = np.load(Path(tmp) / f"scores-{k}.npy")
+                out[k] = float(np.mean(scores.argmax(axis=1) == search_labels))
+            return out
 
         def evaluate(ks: list[int], timed: bool = True) -> int:
             """Convert and score the untried ks (within max_candidates); how many there were."""
@@ -111,12 +133,12 @@ def search(
             jobs = [(spec_for(k).model_dump(mode="json"), str(Path(tmp) / f"candidate-{k}.tflite")) for k in ks]
             outcomes = pool.convert(saved, jobs, calibration)
             for k, (_, out) in zip(ks, jobs):
-                seconds, error = outcomes[out]
-                if error:
+                if outcomes[out][1]:
                     raise QuantbenchError(f"selective: the candidate with {k} float layers failed "
-                                          f"to convert: {error}", tip="re-run with -v")  # fmt: skip
-                scores, _ = evaluator.predict(out, threads)
-                accuracy = float(np.mean(scores.argmax(axis=1) == search_labels))
+                                          f"to convert: {outcomes[out][1]}", tip="re-run with -v")  # fmt: skip
+            accuracies = score(ks)
+            for k, (_, out) in zip(ks, jobs):
+                seconds, accuracy = outcomes[out][0], accuracies[k]
                 median = _latency(out, search_inputs, threads) if latency and timed else None
                 tried[k] = SearchCandidate(float_layers=k, search_accuracy=accuracy,
                                            within_budget=accuracy >= floor - 1e-12,
