@@ -42,10 +42,9 @@ def main() -> None:
     from quantbench import atomic, results as results_mod
     from quantbench.config import RunConfig
     from quantbench.convert import ConverterPool, export_saved_model
-    from quantbench.data import calibration_indices, hold_out_search, load_dataset
-    from quantbench.plan import plan
+    from quantbench.data import calibration_indices, load_dataset
     from quantbench.preprocess import Preprocessing
-    from quantbench.selective import holdout_count, search, search_set
+    from quantbench.selective import hold_out, search, search_set
     from quantbench.techniques.conversions import CONVERSIONS
     from quantbench.workers import scratch_dir
 
@@ -53,9 +52,8 @@ def main() -> None:
     cfg = RunConfig.model_validate(results.config)
     budget = args.budget if args.budget is not None else cfg.recommend.max_accuracy_drop
     dataset = load_dataset(cfg.data)
-    if results.data is not None and results.data.search_count:  # the run's hold-out, redone
-        dataset = hold_out_search(dataset, holdout_count(plan(cfg), cfg), cfg.data.split_seed)
-        assert len(dataset.search_images) == results.data.search_count
+    dataset = hold_out(dataset, cfg)  # the run's search photos, held out of training again
+    assert dataset.summary.search_count == results.data.search_count
     pre = Preprocessing(cfg.data.image_size, cfg.data.scaling, cfg.data.channel_order)
     picks = calibration_indices(len(dataset.train_images), cfg.convert.calibration_images, cfg.data.split_seed)
     calibration = pre.scale(dataset.train_images[picks])

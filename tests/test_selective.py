@@ -174,3 +174,31 @@ def test_selective_run_on_real_photos_searches_on_photos_held_out_of_training(re
     analysis = next(a for a in results["layer_analyses"] if a["variant"] == "int8_per_tensor")
     assert analysis["named_fraction"] >= 0.95
     assert set(frame["variant"]) >= {"keras_float", "int8_per_tensor", row["variant"]}
+
+
+@pytest.mark.slow
+def test_analyze_on_a_finished_selective_run_calibrates_as_the_run_did(tmp_path, monkeypatch):
+    """`quantbench analyze RUN_DIR` re-reads the run's photos: it must hold the search photos
+    out again, or its calibration slice (hence every op's output scale) is not the run's."""
+    import json
+
+    import quantbench
+    from quantbench.analysis import analyze_run
+    from tests.conftest import make_image_folder
+
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "cache"))
+    photos = make_image_folder(tmp_path / "photos", per_class=16, size=40)
+    _, run_dir = quantbench.run(
+        "smoke", output_dir=str(tmp_path / "runs"), data__dir=str(photos), data__image_size=32,
+        model__weights="none", data__max_images_per_class=None, targets__check=False,
+        evaluate__threads=[1], evaluate__latency_runs=3, convert__calibration_images=8,
+        schemes=["int8_per_tensor", "selective:search_images=10:max_candidates=3"],
+    )  # fmt: skip
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["data"]["search_count"] == 10
+    searched = {e["tensor"]: e["scale"] for e in results["layer_analyses"][0]["layers"]}
+    again = analyze_run(run_dir, ["int8_per_tensor"])
+    rescored = {e.tensor: e.scale for e in again.layer_analyses[0].layers}
+    assert rescored.keys() == searched.keys() and len(searched) >= 3
+    assert all(rescored[t] == pytest.approx(searched[t], rel=1e-6) for t in searched)
+    assert (run_dir / "layers-int8_per_tensor.csv").is_file()

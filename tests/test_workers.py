@@ -164,3 +164,19 @@ def test_converter_pool_keeps_its_workers_across_batches_and_replaces_a_crashed_
             pool.submit("crash", {}, 30).result()
         after = pids(pool, 4)
         assert len(after) <= 2 and len(kept | after) <= 3  # at most the crashed one replaced
+
+
+def test_closing_a_converter_pool_cancels_what_no_worker_started(worker_ops):
+    """Leaving a search early (an error, a stop signal) must not wait for its queued jobs."""
+    from quantbench.convert import ConverterPool
+
+    pool = ConverterPool(1)
+    running = pool.submit("sleep", {"seconds": 0.5}, 30)
+    for _ in range(3000):  # until the worker has taken it (its process starting, then asleep)
+        if running.running():
+            break
+        time.sleep(0.01)
+    queued = [pool.submit("sleep", {"seconds": 60}, 90) for _ in range(10)]
+    pool.close()
+    assert running.done() and not running.cancelled() and running.result() == {"slept": True}
+    assert all(f.cancelled() for f in queued)  # else close() would have slept 10 minutes

@@ -287,7 +287,10 @@ def analyze_run(run_dir: Path, variants: list[str] | None = None, emit=lambda le
     else:
         import tf_keras as keras
 
+        from quantbench.selective import hold_out
+
         model = keras.models.load_model(run_dir / "model.keras", compile=False)
+        dataset = hold_out(dataset, cfg)  # the run's calibration slice is of what it trained on
     data = cfg.data
     scale = Preprocessing(data.image_size, data.scaling, data.channel_order).scale
     picks = calibration_indices(len(dataset.train_images), cfg.convert.calibration_images, data.split_seed)

@@ -198,6 +198,15 @@ class ConverterPool:
         return outcomes
 
     def close(self) -> None:
+        """Cancel what no worker has started (an exception or a stop signal left the caller),
+        then let each worker finish its request and go."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:

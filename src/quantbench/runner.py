@@ -127,9 +127,8 @@ def orchestrate(
 
     `before(ctx, results)` and `after(ctx, results)` let a command add its own records (the
     quantize command's model description, its check) around the shared work."""
-    from quantbench.data import hold_out_search
     from quantbench.plan import plan
-    from quantbench.selective import holdout_count
+    from quantbench.selective import hold_out
 
     started = time.perf_counter()
     resources = resources or Resources.detect()
@@ -148,8 +147,8 @@ def orchestrate(
             emit("step", "reading images")
             dataset = load_dataset(cfg.data, emit)
         specs = plan(cfg, repeats=len(cfg.training_seeds()) if base.trains else 1)
-        if base.trains and (held := holdout_count(specs, cfg)):
-            dataset = hold_out_search(dataset, held, cfg.data.split_seed)
+        if base.trains:  # a model trained elsewhere (quantize) was never trained on these
+            dataset = hold_out(dataset, cfg, specs)
         results.data = dataset.summary
         summary = dataset.summary
         held = f", {summary.search_count} held out of training for the search" if summary.search_count else ""

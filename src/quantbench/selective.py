@@ -96,88 +96,90 @@ def search(
 
     # One pool of workers for the whole search, which convert and score the candidates: each
     # imports TensorFlow, calibrates and loads the search images once.
-    with scratch_dir("selective") as tmp, ConverterPool(max(1, workers)) as pool:
-        pool.warm()  # the workers import TensorFlow while the model is exported
-        saved = export_saved_model(model, Path(tmp) / "saved_model")
-        calibration, debug = Path(tmp) / "calibration.npy", Path(tmp) / "debug.npy"
-        images = Path(tmp) / "search.npy"
-        atomic.save_npy(calibration, calibration_inputs.astype(np.float32))
-        atomic.save_npy(debug, search_inputs[: analysis_mod.DEBUG_IMAGES].astype(np.float32))
-        atomic.save_npy(images, np.ascontiguousarray(search_inputs, dtype=np.float32))
-        predict_timeout = WORKER_START_SECONDS + WORKER_SECONDS_PER_IMAGE * len(search_inputs)
+    with scratch_dir("selective") as tmp:
+        with ConverterPool(max(1, workers)) as pool:
+            pool.warm()  # the workers import TensorFlow while the model is exported
+            saved = export_saved_model(model, Path(tmp) / "saved_model")
+            calibration, debug = Path(tmp) / "calibration.npy", Path(tmp) / "debug.npy"
+            images = Path(tmp) / "search.npy"
+            atomic.save_npy(calibration, calibration_inputs.astype(np.float32))
+            atomic.save_npy(debug, search_inputs[: analysis_mod.DEBUG_IMAGES].astype(np.float32))
+            atomic.save_npy(images, np.ascontiguousarray(search_inputs, dtype=np.float32))
+            predict_timeout = WORKER_START_SECONDS + WORKER_SECONDS_PER_IMAGE * len(search_inputs)
 
-        def score(ks: list[int]) -> dict[int, float]:
-            """Top-1 on the search images of each converted candidate, scored in parallel
-            (one thread each: the pool's workers share the cores)."""
-            futures = {}
-            for k in ks:
-                payload = {"inputs": str(images), "model": str(Path(tmp) / f"candidate-{k}.tflite"),
-                           "threads": 1, "batch_size": 4, "out": str(Path(tmp) / f"scores-{k}.npy")}  # fmt: skip
-                futures[k] = pool.submit("predict", payload, predict_timeout)
-            out = {}
-            for k, future in futures.items():
-                try:
-                    future.result()
-                except (WorkerError, QuantbenchError) as e:
-                    raise QuantbenchError(f"selective: the candidate with {k} float layers failed to "
-                                          f"run: {e.message}", tip="re-run with -v") from None  # fmt: skip
-                scores = np.load(Path(tmp) / f"scores-{k}.npy")
-                out[k] = float(np.mean(scores.argmax(axis=1) == search_labels))
-            return out
+            def score(ks: list[int]) -> dict[int, float]:
+                """Top-1 on the search images of each converted candidate, scored in parallel
+                (one thread each: the pool's workers share the cores)."""
+                futures = {}
+                for k in ks:
+                    payload = {"inputs": str(images), "model": str(Path(tmp) / f"candidate-{k}.tflite"),
+                               "threads": 1, "batch_size": 4, "out": str(Path(tmp) / f"scores-{k}.npy")}  # fmt: skip
+                    futures[k] = pool.submit("predict", payload, predict_timeout)
+                out = {}
+                for k, future in futures.items():
+                    try:
+                        future.result()
+                    except (WorkerError, QuantbenchError) as e:
+                        raise QuantbenchError(f"selective: the candidate with {k} float layers failed to "
+                                              f"run: {e.message}", tip="re-run with -v") from None  # fmt: skip
+                    scores = np.load(Path(tmp) / f"scores-{k}.npy")
+                    out[k] = float(np.mean(scores.argmax(axis=1) == search_labels))
+                return out
 
-        def evaluate(ks: list[int], timed: bool = True) -> int:
-            """Convert and score the untried ks (within max_candidates); how many there were."""
-            ks = [k for k in dict.fromkeys(ks) if k not in tried][: params.max_candidates - len(order)]
-            if not ks:
-                return 0
-            jobs = [(spec_for(k).model_dump(mode="json"), str(Path(tmp) / f"candidate-{k}.tflite")) for k in ks]
-            outcomes = pool.convert(saved, jobs, calibration)
-            for k, (_, out) in zip(ks, jobs):
-                if outcomes[out][1]:
-                    raise QuantbenchError(f"selective: the candidate with {k} float layers failed "
-                                          f"to convert: {outcomes[out][1]}", tip="re-run with -v")  # fmt: skip
-            accuracies = score(ks)
-            for k, (_, out) in zip(ks, jobs):
-                seconds, accuracy = outcomes[out][0], accuracies[k]
-                median = _latency(out, search_inputs, threads) if latency and timed else None
-                tried[k] = SearchCandidate(float_layers=k, search_accuracy=accuracy,
-                                           within_budget=accuracy >= floor - 1e-12,
-                                           latency_ms=median, threads=threads if latency else None)  # fmt: skip
-                order.append(k)
-                emit("info", f"selective: {k} float layers: {accuracy:.1%} on the search images "
-                             f"(float {float_accuracy:.1%})")  # fmt: skip
-                if on_file is not None:
-                    on_file(spec_for(k), Path(out), seconds)
-            return len(ks)
+            def evaluate(ks: list[int]) -> int:
+                """Convert and score the untried ks (within max_candidates); how many there were."""
+                ks = [k for k in dict.fromkeys(ks) if k not in tried][: params.max_candidates - len(order)]
+                if not ks:
+                    return 0
+                jobs = [(spec_for(k).model_dump(mode="json"), str(Path(tmp) / f"candidate-{k}.tflite")) for k in ks]
+                outcomes = pool.convert(saved, jobs, calibration)
+                for k, (_, out) in zip(ks, jobs):
+                    if outcomes[out][1]:
+                        raise QuantbenchError(f"selective: the candidate with {k} float layers failed "
+                                              f"to convert: {outcomes[out][1]}", tip="re-run with -v")  # fmt: skip
+                accuracies = score(ks)
+                for k, (_, out) in zip(ks, jobs):
+                    seconds, accuracy = outcomes[out][0], accuracies[k]
+                    tried[k] = SearchCandidate(float_layers=k, search_accuracy=accuracy,
+                                               within_budget=accuracy >= floor - 1e-12,
+                                               threads=threads if latency else None)  # fmt: skip
+                    order.append(k)
+                    emit("info", f"selective: {k} float layers: {accuracy:.1%} on the search images "
+                                 f"(float {float_accuracy:.1%})")  # fmt: skip
+                    if on_file is not None:
+                        on_file(spec_for(k), Path(out), seconds)
+                return len(ks)
 
-        emit("info", f"selective: per-layer analysis of {params.base}")
-        pending = analysis_mod.start_analysis(saved, base.model_dump(mode="json"), calibration, debug, pool)
-        # The plain base needs no ranking: it converts and scores beside the analysis, and is
-        # timed once the analysis is done (beside it, it measured 0.22 ms instead of 0.12).
-        evaluate([0], timed=False)
-        rows = analysis_mod.analysis_rows(pending, base.model_dump(mode="json"))
-        if latency:
-            tried[0].latency_ms = _latency(str(Path(tmp) / "candidate-0.tflite"), search_inputs, threads)
-        analysis = analysis_mod.build_analysis(rows, model, params.base, base.text(),
-                                               min(len(search_inputs), analysis_mod.DEBUG_IMAGES))  # fmt: skip
-        ranked = [e.tensor for e in analysis.layers]
-        total = len(ranked)
-        width = max(1, workers)
-        while len(order) < params.max_candidates:
+            emit("info", f"selective: per-layer analysis of {params.base}")
+            pending = analysis_mod.start_analysis(saved, base.model_dump(mode="json"), calibration, debug, pool)
+            evaluate([0])  # the plain base needs no ranking: it converts and scores beside the analysis
+            rows = analysis_mod.analysis_rows(pending, base.model_dump(mode="json"))
+            analysis = analysis_mod.build_analysis(rows, model, params.base, base.text(),
+                                                   min(len(search_inputs), analysis_mod.DEBUG_IMAGES))  # fmt: skip
+            ranked = [e.tensor for e in analysis.layers]
+            total = len(ranked)
+            width = max(1, workers)
+            while len(order) < params.max_candidates:
+                passing = [k for k in tried if tried[k].within_budget]
+                hi = min(passing, default=total + 1)  # total + 1: no passing k known yet
+                lo = max((k for k in tried if k < hi and not tried[k].within_budget), default=-1)
+                if hi - lo <= 1:
+                    break
+                if passing:
+                    ks = next_points(lo, hi, width)
+                else:  # k = all only once log-spaced smaller k have failed: it is rarely the answer
+                    ks = next_points(lo, total, width) if len(tried) == 1 else []
+                    ks = ks or (next_points(lo, total, width - 1) if width > 1 else []) + [total]
+                if not evaluate(ks):
+                    break
             passing = [k for k in tried if tried[k].within_budget]
-            hi = min(passing, default=total + 1)  # total + 1: no passing k known yet
-            lo = max((k for k in tried if k < hi and not tried[k].within_budget), default=-1)
-            if hi - lo <= 1:
-                break
-            if passing:
-                ks = next_points(lo, hi, width)
-            else:  # k = all only once log-spaced smaller k have failed: it is rarely the answer
-                ks = next_points(lo, total, width) if len(tried) == 1 else []
-                ks = ks or (next_points(lo, total, width - 1) if width > 1 else []) + [total]
-            if not evaluate(ks):
-                break
-        passing = [k for k in tried if tried[k].within_budget]
-        chosen = min(passing) if passing else max(tried, key=lambda k: (tried[k].search_accuracy, -k))
+            chosen = min(passing) if passing else max(tried, key=lambda k: (tried[k].search_accuracy, -k))
+        # Timed once the pool is gone: beside its idle TensorFlow workers the 2-thread figures
+        # of the first candidates came out up to twice the final measurement (0.22-0.31 ms
+        # against 0.12-0.15 ms); nothing of the search's own runs while these are timed.
+        if latency:
+            for k in order:
+                tried[k].latency_ms = _latency(str(Path(tmp) / f"candidate-{k}.tflite"), search_inputs, threads)
     resolved = spec_for(chosen)
     names = {e.tensor: e.layer or e.tensor for e in analysis.layers}
     trace = SelectiveSearch(
@@ -215,6 +217,17 @@ def holdout_count(specs: list[VariantSpec], cfg: Any) -> int:
               if s.conversion is not None and CONVERSIONS.get(s.conversion.name).needs_search
               and CONVERSIONS.params_of(s.conversion).denylist is None]  # fmt: skip
     return max(counts, default=0)
+
+
+def hold_out(dataset: Any, cfg: Any, specs: list[VariantSpec] | None = None) -> Any:
+    """`dataset` as `run` trains on it: its search photos held out of training when the plan
+    has a search (data.hold_out_search). Anything that re-reads a run's photos (`analyze`,
+    benchmarks) calls this, or its calibration slice would not be the run's."""
+    from quantbench.data import hold_out_search
+    from quantbench.plan import plan
+
+    count = holdout_count(plan(cfg) if specs is None else specs, cfg)
+    return hold_out_search(dataset, count, cfg.data.split_seed) if count else dataset
 
 
 def search_set(ctx: Any, count: int) -> tuple[np.ndarray, np.ndarray, str]:
