@@ -64,6 +64,10 @@ def start_run(setup, tmp_path: Path, schemes: str = "float32,int8"):
          "--schemes", schemes, "--threads", "1", "--latency-runs", "200", "--no-cache",
          "--output-dir", str(tmp_path / "runs")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        # As a terminal's Ctrl-C finds it: a background job of a non-interactive shell (`cmd &`,
+        # how a CI script may start the suite) ignores SIGINT, and quantbench rightly leaves an
+        # ignored signal ignored, so the SIGINT case would measure the launcher, not the run.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     return process, marker, scratch
 
