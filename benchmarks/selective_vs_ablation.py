@@ -44,7 +44,7 @@ def main() -> None:
     from quantbench.convert import ConverterPool, export_saved_model
     from quantbench.data import calibration_indices, load_dataset
     from quantbench.preprocess import Preprocessing
-    from quantbench.selective import hold_out, search, search_set
+    from quantbench.selective import hold_out, score_in_pool, search, search_set
     from quantbench.techniques.conversions import CONVERSIONS
     from quantbench.workers import scratch_dir
 
@@ -88,24 +88,18 @@ def main() -> None:
         def score(jobs: list[tuple[str, list[str]]], truth) -> dict[str, float]:
             paths = [(denylisted(names), str(tmp / f"{tag}.tflite")) for tag, names in jobs]
             outcomes = pool.convert(saved, paths, calibration_path)
-            futures = {}
             for (tag, _), (_, path) in zip(jobs, paths):
                 if outcomes[path][1]:
                     raise SystemExit(f"{tag}: {outcomes[path][1]}")
-                futures[tag] = pool.submit("predict", {"inputs": str(images_path), "model": path, "threads": 1,
-                                                       "batch_size": 4, "out": str(tmp / f"{tag}.npy")}, 600)  # fmt: skip
-            out = {}
-            for tag, future in futures.items():
-                future.result()  # a failure raises here
-                out[tag] = float(np.mean(np.load(tmp / f"{tag}.npy").argmax(1) == truth))
-            return out
+            return score_in_pool(pool, {tag: path for (tag, _), (_, path) in zip(jobs, paths)},
+                                 images_path, truth, 600)  # fmt: skip
 
         return score
 
     # The ablation gets the search's advantages too: one pool of workers (TensorFlow imported
     # while the model is exported, the calibration made and the images loaded once per
-    # worker) converting and scoring all its candidates in parallel. Its time counts what the search's counts: from starting its evaluator and
-    # workers to closing them.
+    # worker) converting and scoring all its candidates in parallel. Its time counts what the
+    # search's counts: from starting its workers to closing them.
     started = time.perf_counter()
     with scratch_dir("ablation") as tmp, ConverterPool(args.workers) as pool:
         pool.warm()

@@ -5,8 +5,8 @@
 
 The trials: calibration images 100 and 300 x MobileNetV2 alpha 0.35 and 0.5 (the preset's
 settings otherwise; no model transforms, target checks off unless --targets: what a
-calibration sweep compares is the converted files). Two trials share each trained model. The sweep (`quantbench sweep --no-cache`:
-a store private to the sweep, shared by its trials) trains each model once and, for the
+calibration sweep compares is the converted files). Two trials share each trained model.
+The sweep (`quantbench sweep --no-cache`: a store private to the sweep, shared by its trials) trains each model once and, for the
 conversions that do not read the calibration images (float32, dynamic range, float16),
 converts and measures them once; the baseline is four `quantbench run --no-cache` commands,
 each training, converting and measuring everything itself. Both are whole CLI processes

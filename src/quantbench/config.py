@@ -126,9 +126,9 @@ FLAG_KEYS: dict[str, str] = {
 }
 
 
-# What every measuring command (run, quantize) takes alike: recommendation, tracking, output.
 # What run and quantize measure alike (cli/measure.py's shared options).
 MEASURING_FLAGS = ("search_data", "threads", "latency_runs", "runtimes", "wait_quiet")
+# What every measuring command (run, quantize) takes alike: recommendation, tracking, output.
 REPORTING_FLAGS = ("max_accuracy_drop", "max_size", "max_gzip_size", "max_latency", "objective",
                    "confidence", "target", "mcu_ram", "mcu_flash", "track", "name",
                    "output_dir")  # fmt: skip

@@ -81,7 +81,7 @@ def search(
     from quantbench.convert import ConverterPool, export_saved_model
     from quantbench.evaluate import WORKER_SECONDS_PER_IMAGE, WORKER_START_SECONDS
     from quantbench.techniques.conversions import CONVERSIONS
-    from quantbench.workers import WorkerError, scratch_dir
+    from quantbench.workers import scratch_dir
 
     started = time.perf_counter()
     params = CONVERSIONS.params_of(conversion)
@@ -107,25 +107,6 @@ def search(
             atomic.save_npy(images, np.ascontiguousarray(search_inputs, dtype=np.float32))
             predict_timeout = WORKER_START_SECONDS + WORKER_SECONDS_PER_IMAGE * len(search_inputs)
 
-            def score(ks: list[int]) -> dict[int, float]:
-                """Top-1 on the search images of each converted candidate, scored in parallel
-                (one thread each: the pool's workers share the cores)."""
-                futures = {}
-                for k in ks:
-                    payload = {"inputs": str(images), "model": str(Path(tmp) / f"candidate-{k}.tflite"),
-                               "threads": 1, "batch_size": 4, "out": str(Path(tmp) / f"scores-{k}.npy")}  # fmt: skip
-                    futures[k] = pool.submit("predict", payload, predict_timeout)
-                out = {}
-                for k, future in futures.items():
-                    try:
-                        future.result()
-                    except (WorkerError, QuantbenchError) as e:
-                        raise QuantbenchError(f"selective: the candidate with {k} float layers failed to "
-                                              f"run: {e.message}", tip="re-run with -v") from None  # fmt: skip
-                    scores = np.load(Path(tmp) / f"scores-{k}.npy")
-                    out[k] = float(np.mean(scores.argmax(axis=1) == search_labels))
-                return out
-
             def evaluate(ks: list[int]) -> int:
                 """Convert and score the untried ks (within max_candidates); how many there were."""
                 ks = [k for k in dict.fromkeys(ks) if k not in tried][: params.max_candidates - len(order)]
@@ -137,7 +118,8 @@ def search(
                     if outcomes[out][1]:
                         raise QuantbenchError(f"selective: the candidate with {k} float layers failed "
                                               f"to convert: {outcomes[out][1]}", tip="re-run with -v")  # fmt: skip
-                accuracies = score(ks)
+                accuracies = score_in_pool(pool, {k: out for k, (_, out) in zip(ks, jobs)}, images,
+                                           search_labels, predict_timeout)  # fmt: skip
                 for k, (_, out) in zip(ks, jobs):
                     seconds, accuracy = outcomes[out][0], accuracies[k]
                     tried[k] = SearchCandidate(float_layers=k, search_accuracy=accuracy,
@@ -190,6 +172,28 @@ def search(
         within_budget=bool(passing), seconds=time.perf_counter() - started,
     )  # fmt: skip
     return resolved, trace, analysis
+
+
+def score_in_pool(pool: Any, models: dict[Any, str | Path], inputs: Path, labels: np.ndarray,
+                  timeout: float) -> dict[Any, float]:  # fmt: skip
+    """Top-1 of each converted model on the images saved at `inputs`, scored in parallel by
+    the pool's workers (one thread each: they share the cores; each loads the images once)."""
+    from quantbench.workers import WorkerError
+
+    futures = {}
+    for key, path in models.items():
+        payload = {"inputs": str(inputs), "model": str(path), "threads": 1, "batch_size": 4,
+                   "out": f"{path}.scores.npy"}  # fmt: skip
+        futures[key] = pool.submit("predict", payload, timeout)
+    out = {}
+    for key, future in futures.items():
+        try:
+            future.result()
+        except (WorkerError, QuantbenchError) as e:
+            raise QuantbenchError(f"selective: {Path(models[key]).name} failed to run: {e.message}",
+                                  tip="re-run with -v") from None  # fmt: skip
+        out[key] = float(np.mean(np.load(f"{models[key]}.scores.npy").argmax(axis=1) == labels))
+    return out
 
 
 def _latency(path: str, inputs: np.ndarray, threads: int) -> float | None:
