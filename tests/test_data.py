@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from quantbench import data
+from quantbench import data, preprocess
 from quantbench.config import DataConfig
 from quantbench.errors import DataError
 from tests.conftest import make_image_folder
@@ -128,10 +128,10 @@ def test_search_holdout_leaves_training_and_keeps_duplicates_together(image_fold
 def test_photos_decoded_once_per_process_and_again_when_edited(image_folder, monkeypatch):
     from PIL import Image
 
-    monkeypatch.setattr(data, "DECODED", data._DecodedPhotos(1 << 26))
+    monkeypatch.setattr(preprocess, "DECODED", preprocess.DecodedPhotos(1 << 26))
     calls = []
-    real = data.load_image
-    monkeypatch.setattr(data, "load_image", lambda path, size: calls.append(path) or real(path, size))
+    real = preprocess.load_image
+    monkeypatch.setattr(preprocess, "load_image", lambda path, size: calls.append(path) or real(path, size))
     first = _load(image_folder)
     assert len(calls) == 36
     second = _load(image_folder)
@@ -147,6 +147,6 @@ def test_photos_decoded_once_per_process_and_again_when_edited(image_folder, mon
              if img[..., 1].min() > 240 and img[..., [0, 2]].max() < 15]  # fmt: skip
     assert len(green) == 1  # the edited photo, as it is now
     # Bounded: a cache too small for one photo keeps nothing.
-    tiny = data._DecodedPhotos(10)
+    tiny = preprocess.DecodedPhotos(10)
     tiny.put("x", 16, np.zeros((16, 16, 3), np.uint8))
     assert tiny.get("x", 16) is None

@@ -11,10 +11,11 @@ from typing import Any
 
 
 def run(preset: str = "default", *, config: str | Path | None = None, resume: str | Path | None = None,
-        use_cache: bool = True, on_event=None, **settings: Any):  # fmt: skip
+        use_cache: bool = True, on_event=None, resources=None, **settings: Any):  # fmt: skip
     """Run the experiment of `preset` (+ a config file, + dotted config keys as keyword
     arguments with `__` for dots, e.g. `train__epochs=3`, or the CLI's flag names such as
-    `schemes=["int8"]`). Returns (results DataFrame, run directory)."""
+    `schemes=["int8"]`). Returns (results DataFrame, run directory). `resources`
+    (execute.Resources) says what the run may use: by default, this process's cores."""
     import io
 
     import pandas as pd
@@ -35,5 +36,5 @@ def run(preset: str = "default", *, config: str | Path | None = None, resume: st
     from quantbench import runner
 
     results, run_dir = runner.run(cfg, resume_dir=Path(resume) if resume else None,
-                                  use_cache=use_cache, emit=on_event or silent)  # fmt: skip
+                                  use_cache=use_cache, resources=resources, emit=on_event or silent)  # fmt: skip
     return pd.read_csv(io.StringIO(to_csv(results))), run_dir

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from quantbench.errors import ModelError
+from quantbench.errors import ModelError, first_line
 from quantbench.keras3 import MODEL_CLASSES, Keras3Model
 
 # Keyword arguments every tf_keras Layer takes through **kwargs (base_layer.Layer.__init__).
@@ -218,7 +218,7 @@ def to_tf_keras(model) -> Any:
     try:
         rebuilt = keras.layers.deserialize(config)
     except Exception as e:  # noqa: BLE001 - a translated config tf_keras still rejects
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelError(f"the Keras 3 -> tf_keras bridge for QAT could not rebuild the "
                          f"model in tf_keras: {first}", tip=TIP) from e  # fmt: skip
     sources, targets = _leaf_layers(original), _leaf_layers(rebuilt)

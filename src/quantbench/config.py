@@ -18,7 +18,7 @@ from quantbench.config_sections import (  # noqa: F401 - the sections are part o
     TRANSFORM_SCHEMES, ConvertConfig, DataConfig, EvaluateConfig, ModelConfig, QuantizeConfig,
     RecommendConfig, Scaling, TargetsConfig, TrainConfig, _Section,
 )  # fmt: skip
-from quantbench.errors import ConfigError, read_text_file
+from quantbench.errors import ConfigError, read_text_file, first_line
 from quantbench.techniques import TechniqueSpec
 from quantbench.suggest import did_you_mean
 
@@ -223,8 +223,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                 tip="rename it so its format is clear",
             )
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        first_line = str(e).strip().splitlines()[0]
-        raise ConfigError(f"cannot parse {path}: {first_line}", tip="fix the syntax") from e
+        raise ConfigError(f"cannot parse {path}: {first_line(e)}", tip="fix the syntax") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections", tip="see README: Config")
     return data
@@ -317,7 +316,7 @@ def for_resume(run_dir: str | Path, overrides: dict[str, Any] | None = None,
         stored = yaml.safe_load(path.read_text(encoding="utf-8"))
         cfg = RunConfig.model_validate(stored)
     except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0]}",
+        raise ConfigError(f"cannot read {path}: {first_line(e)}",
                           tip="the run directory is damaged; start a new run") from None  # fmt: skip
     asked = dict(overrides or {})
     if config_file is not None:

@@ -13,7 +13,6 @@ float16 on a QAT model) are marked `identical` instead of being measured again.
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import time
@@ -224,7 +223,7 @@ def convert_saved_model(
     saved_model_dir: str | Path,
     jobs: list[tuple[dict[str, Any], str | Path]],
     calibration_path: str | Path | None,
-    workers: int | None = None,
+    workers: int = 2,  # the caller's Resources.convert_workers; 2 for tests and scripts
     *,
     timeout: float = CONVERT_TIMEOUT_SECONDS,
     on_done: Callable[[str, Outcome], None] | None = None,
@@ -235,7 +234,7 @@ def convert_saved_model(
     `timeout` seconds fails that job with the reason; the others go on. `on_done(out_path,
     outcome)` is called as each finishes, in job order.
     """
-    count = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    count = max(1, min(workers, len(jobs)))
     with ConverterPool(count) as pool:
         return pool.convert(saved_model_dir, jobs, calibration_path, timeout=timeout, on_done=on_done)
 
@@ -272,7 +271,7 @@ def convert_all(
     out_dir: Path,
     *,
     prefix: str = "",
-    workers: int | None = None,
+    workers: int = 2,  # the caller's Resources.convert_workers; 2 for tests and scripts
     on_progress: Callable[[str, Conversion], None] | None = None,
     timeout: float = CONVERT_TIMEOUT_SECONDS,
 ) -> list[Conversion]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ import numpy as np
 
 from quantbench.config import DataConfig
 from quantbench.errors import DataError, displayable
-from quantbench.preprocess import UnreadableImage, load_image
+from quantbench.preprocess import read_photo
 from quantbench.results import DataSummary, SkippedFile
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
@@ -187,51 +186,6 @@ def check_class_folders(root: Path) -> list[Path]:
     return folders
 
 
-class _DecodedPhotos:
-    """Decoded photos of this process, by the sha1 of their bytes and the image size: the
-    trials of a sweep (and repeated API calls) that read the same folder decode each photo
-    once. Content-addressed, so an edited photo is decoded again; bounded, oldest dropped."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._items: dict[tuple[str, int], np.ndarray] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, digest: str, size: int) -> np.ndarray | None:
-        return self._items.get((digest, size))
-
-    def put(self, digest: str, size: int, pixels: np.ndarray) -> None:
-        with self._lock:
-            if (digest, size) in self._items or pixels.nbytes > self.max_bytes:
-                return
-            while self._items and self._bytes + pixels.nbytes > self.max_bytes:
-                self._bytes -= self._items.pop(next(iter(self._items))).nbytes
-            pixels.setflags(write=False)  # shared: nobody may change a cached photo
-            self._items[(digest, size)] = pixels
-            self._bytes += pixels.nbytes
-
-
-DECODED = _DecodedPhotos(1 << 30)  # 1 GiB: tf_flowers at 224 px is 550 MB
-
-
-def _read(path: Path, size: int) -> tuple[np.ndarray | None, str, str | None]:
-    """(pixels or None, sha1 of the bytes, reason it was skipped)."""
-    try:
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()
-    except OSError as e:
-        return None, "", f"unreadable: {e.strerror or e}"
-    cached = DECODED.get(digest, size)
-    if cached is not None:
-        return cached, digest, None
-    try:
-        pixels = load_image(path, size)
-    except UnreadableImage as e:
-        return None, digest, f"not a decodable image ({e})"
-    DECODED.put(digest, size, pixels)
-    return pixels, digest, None
-
-
 def _split(groups: list[tuple[str, int]], fraction: float, seed: int) -> np.ndarray:
     """Stratified split over (sha1, label) items: True for validation.
 
@@ -251,9 +205,10 @@ def _split(groups: list[tuple[str, int]], fraction: float, seed: int) -> np.ndar
     return is_val
 
 
-def load_dataset(cfg: DataConfig, emit=lambda level, text: None) -> Dataset:
-    """Read, resize and split every image of the data folder; skipped files are reported
-    through `emit("warn", ...)` and counted in the summary."""
+def load_dataset(cfg: DataConfig, emit=lambda level, text: None, readers: int = 4) -> Dataset:
+    """Read, resize and split every image of the data folder (`readers` threads: decoding
+    releases the GIL); skipped files are reported through `emit("warn", ...)` and counted in
+    the summary."""
     root = resolve_data_dir(cfg.dir)
     folders = check_class_folders(root)
     _, passed_over = class_folders(root)
@@ -268,9 +223,9 @@ def load_dataset(cfg: DataConfig, emit=lambda level, text: None) -> Dataset:
         files += [(p, label) for p in paths]
 
     size = cfg.image_size
-    pool = ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(max_workers=max(1, readers))
     try:
-        reads = list(pool.map(lambda f: _read(f[0], size), files))
+        reads = list(pool.map(lambda f: read_photo(f[0], size), files))
     finally:
         # Interrupted (Ctrl-C, SIGTERM): drop the images not read yet instead of reading them all.
         pool.shutdown(wait=True, cancel_futures=True)

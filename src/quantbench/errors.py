@@ -37,6 +37,13 @@ class DependencyError(QuantbenchError):
     """An optional dependency is not installed."""
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's first non-empty line, cut at `limit` characters; its type when it says
+    nothing (some TensorFlow and Pillow errors have an empty message)."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 class StoreError(QuantbenchError):
     """The machine cannot read or write the model cache (permissions, read-only, disk full)."""
 def read_text_file(path, what: str, error: type[QuantbenchError] = QuantbenchError) -> str:

@@ -17,7 +17,6 @@ whole run.
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from quantbench import atomic, litert
-from quantbench.errors import MachineError, QuantbenchError, displayable, says_disk_full
+from quantbench.errors import MachineError, QuantbenchError, displayable, first_line, says_disk_full
 from quantbench.workers import Worker, WorkerError, scratch_dir
 
 # Worker timeout per request: start-up plus a generous per-image allowance (reference kernels
@@ -121,13 +120,15 @@ def _heavy_ops_outside_xnnpack(interpreter) -> bool:
     return any(op.name in HEAVY_OPS and not op.delegated for op in ops)
 
 
-def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int = 4) -> np.ndarray:
-    """Class scores (dequantized) of a .tflite model for float32 inputs (N, H, W, C)."""
+def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int = 4,
+                   cores: int = 1) -> np.ndarray:
+    """Class scores (dequantized) of a .tflite model for float32 inputs (N, H, W, C); `cores`
+    is how many this call may use (the caller's Resources), `threads` how many LiteRT gets."""
     batch = max(1, min(batch_size, len(inputs)))
     interpreter, batch = _prepare(model_path, inputs.shape[1:], threads, batch)
     shards = min(threads, -(-len(inputs) // batch))
     if shards < 2 or not _heavy_ops_outside_xnnpack(interpreter):
-        spare_core = (os.cpu_count() or 1) > threads
+        spare_core = cores > threads
         return _predict_batches(interpreter, batch, inputs, spare_core)
     del interpreter
 
@@ -139,9 +140,9 @@ def predict_tflite(model_path, inputs: np.ndarray, threads: int, batch_size: int
         return np.concatenate(list(pool.map(score_slice, np.array_split(inputs, shards))))
 
 
-def timed_predict(model_path, inputs, threads, batch_size=4) -> tuple[np.ndarray, float]:
+def timed_predict(model_path, inputs, threads, batch_size=4, cores=1) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
-    scores = predict_tflite(model_path, inputs, threads, batch_size)
+    scores = predict_tflite(model_path, inputs, threads, batch_size, cores)
     return scores, time.perf_counter() - started
 
 
@@ -194,7 +195,8 @@ class EvalWorker:
     starts a fresh worker. Use as a context manager, or call `close`.
     """
 
-    def __init__(self, inputs: np.ndarray):
+    def __init__(self, inputs: np.ndarray, cores: int = 1):
+        self._cores = int(cores)
         self._tmp = scratch_dir("eval")
         self._dir = Path(self._tmp.name)
         self._images = len(inputs)
@@ -209,7 +211,8 @@ class EvalWorker:
         """(scores, seconds) as `timed_predict` gives them, measured inside the worker."""
         out = self._dir / "scores.npy"
         payload = {"inputs": str(self._dir / "inputs.npy"), "model": str(model_path),
-                   "threads": int(threads), "batch_size": int(batch_size), "out": str(out)}  # fmt: skip
+                   "threads": int(threads), "batch_size": int(batch_size), "out": str(out),
+                   "cores": self._cores}  # fmt: skip
         timeout = WORKER_START_SECONDS + WORKER_SECONDS_PER_IMAGE * self._images
         try:
             reply = self._worker.request("predict", payload, timeout)
@@ -250,9 +253,9 @@ def predict_request(payload: dict) -> dict:
     inputs = _INPUTS[payload["inputs"]]
     try:
         scores, seconds = timed_predict(payload["model"], inputs, payload["threads"],
-                                        payload["batch_size"])  # fmt: skip
+                                        payload["batch_size"], payload.get("cores", 1))  # fmt: skip
     except (RuntimeError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         raise EvaluationError(f"LiteRT cannot run {Path(payload['model']).name}: {first}",
                               tip="the model's row is marked failed; the other variants are "
                               "unaffected") from None  # fmt: skip

@@ -147,7 +147,7 @@ class Context:
         if self.worker is None:
             from quantbench.evaluate import EvalWorker
 
-            self.worker = EvalWorker(self.val_inputs)
+            self.worker = EvalWorker(self.val_inputs, self.resources.cores)
         evaluate = self.cfg.evaluate
         return self.worker.predict(path, evaluate.threads[-1], evaluate.batch_size)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from quantbench.errors import ModelError
+from quantbench.errors import ModelError, first_line
 
 # Class names of Keras 3 models; the rest of a config's class names are layers.
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
@@ -184,7 +184,7 @@ def load(path: Path, fmt: str, config: Any, objects: dict[str, Any], unsafe: boo
             model = keras.saving.load_model(path, custom_objects=_custom_objects(config, objects),
                                             compile=False, safe_mode=not unsafe)  # fmt: skip
     except Exception as e:  # noqa: BLE001 - turned into one message with the likely fix
-        message = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        message = first_line(e)
         raise ModelError(
             f"cannot load {path} (written by Keras 3): {message}",
             tip="check that the file loads with keras.saving.load_model (Keras 3); a custom "

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantbench import atomic
-from quantbench.errors import QuantbenchError
+from quantbench.errors import QuantbenchError, first_line
 
 if TYPE_CHECKING:
     from quantbench.results import LatencyResult
@@ -86,7 +86,7 @@ def _open(model_path, threads: int, xnnpack: bool):
     try:
         return litert.open_interpreter(model_path, threads, xnnpack)
     except (ValueError, RuntimeError) as e:
-        raise LatencyError(f"LiteRT cannot open {model_path}: {str(e).strip().splitlines()[0]}",
+        raise LatencyError(f"LiteRT cannot open {model_path}: {first_line(e)}",
                            tip="is it a valid .tflite file?") from e  # fmt: skip
 
 

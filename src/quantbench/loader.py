@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantbench.errors import ModelError
+from quantbench.errors import ModelError, first_line
 from quantbench.nested import flatten, nested_models  # noqa: F401 - part of this API
 from quantbench.signature import load_signature_model
 
@@ -278,7 +278,7 @@ def load_model(path: str | Path, *, unsafe: bool = False, custom_objects: str | 
             else:
                 model = keras.models.load_model(path, custom_objects=objects, compile=False)
     except Exception as e:  # noqa: BLE001 - turned into one message with the likely fix
-        message = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        message = first_line(e)
         unknown = "Unknown layer" in str(e) or "Could not locate class" in str(e)
         tip = (
             "the model uses a custom layer: pass --custom-objects your.module (a module that "

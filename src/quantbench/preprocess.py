@@ -8,7 +8,9 @@ pixels and the uint8 cache stays four times smaller than float32.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +133,48 @@ class Preprocessing:
         if self.channel_order == "bgr":
             x = x[..., ::-1]
         return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class DecodedPhotos:
+    """Decoded photos of this process, by the sha1 of their bytes and the image size: the
+    trials of a sweep (and repeated API calls) that read the same folder decode each photo
+    once. Content-addressed, so an edited photo is decoded again; bounded, oldest dropped."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: dict[tuple[str, int], np.ndarray] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, digest: str, size: int) -> np.ndarray | None:
+        return self._items.get((digest, size))
+
+    def put(self, digest: str, size: int, pixels: np.ndarray) -> None:
+        with self._lock:
+            if (digest, size) in self._items or pixels.nbytes > self.max_bytes:
+                return
+            while self._items and self._bytes + pixels.nbytes > self.max_bytes:
+                self._bytes -= self._items.pop(next(iter(self._items))).nbytes
+            pixels.setflags(write=False)  # shared: nobody may change a cached photo
+            self._items[(digest, size)] = pixels
+            self._bytes += pixels.nbytes
+
+
+DECODED = DecodedPhotos(1 << 30)  # 1 GiB: tf_flowers at 224 px is 550 MB
+
+
+def read_photo(path: Path, size: int) -> tuple[np.ndarray | None, str, str | None]:
+    """(pixels or None, sha1 of the bytes, reason it was skipped)."""
+    try:
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError as e:
+        return None, "", f"unreadable: {e.strerror or e}"
+    cached = DECODED.get(digest, size)
+    if cached is not None:
+        return cached, digest, None
+    try:
+        pixels = load_image(path, size)
+    except UnreadableImage as e:
+        return None, digest, f"not a decodable image ({e})"
+    DECODED.put(digest, size, pixels)
+    return pixels, digest, None

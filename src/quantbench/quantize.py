@@ -32,7 +32,7 @@ from quantbench import bridge
 from quantbench.classes import class_order, evaluate_on_all, reorder_classes
 from quantbench.execute import BaseSource, silent
 from quantbench.config import MEASURING_FLAGS, REPORTING_FLAGS, RunConfig, flag_keys
-from quantbench.errors import ConfigError, ConversionError, DataError, ModelError
+from quantbench.errors import ConfigError, ConversionError, DataError, ModelError, first_line
 
 # API keywords (the CLI's flags use the same names), each setting config.FLAG_KEYS' key.
 OPTIONS = flag_keys(
@@ -181,7 +181,7 @@ def _check_qat_wraps(model) -> None:
     try:
         qat_wrap(model)
     except Exception as e:  # noqa: BLE001 - tfmot raises RuntimeError/ValueError/TypeError
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelError(
             f"QAT cannot wrap this model (tensorflow-model-optimization): {first}",
             tip="drop --qat-epochs to benchmark post-training schemes only, or replace the "
@@ -252,13 +252,16 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
     """The `quantize` command: returns (RunResults, run directory)."""
     from quantbench import runner
     from quantbench.data import load_dataset
+    from quantbench.execute import Resources
+
+    resources = resources or Resources.detect()
 
     loaded, io, order, trainable = preflight(cfg, model, size_given)
     what = loaded.path or "the in-memory model"
     emit("step", f"model {what}: {loaded.format}, {cfg.data.image_size} px input, "
                  f"{io.num_classes} classes; preprocessing {cfg.data.scaling}, {cfg.data.channel_order}")
     emit("step", "reading images")
-    dataset = reorder_classes(load_dataset(cfg.data, emit), order)
+    dataset = reorder_classes(load_dataset(cfg.data, emit, readers=2 * resources.cores), order)
     check = None
     if cfg.quantize.check:
         emit("step", "checking the preprocessing (8 combinations)")
@@ -328,13 +331,14 @@ def _with_probabilities(model, ctx):
 
 def quantize(model, data: str | Path | None = None, schemes: list[str] | str | None = None,
              *, config: str | Path | None = None, use_cache: bool = True, on_event=None,
-             **options):  # fmt: skip
+             resources=None, **options):  # fmt: skip
     """Quantize a Keras model (a path, or an in-memory tf_keras Model) with every scheme and
     evaluate each variant on the photos in `data`. Returns (results DataFrame, run dir).
 
     Options are the CLI's flags with underscores: labels, image_size, scaling, channel_order,
     eval_split, check, qat_epochs, unsafe, custom_objects, threads, latency_runs, output_dir, ...
-    Silent: pass `on_event=fn(level, text)` to follow progress.
+    Silent: pass `on_event=fn(level, text)` to follow progress. `resources` (execute.Resources)
+    says what the run may use: by default, this process's cores.
     """
     import io as io_mod
 
@@ -353,7 +357,8 @@ def quantize(model, data: str | Path | None = None, schemes: list[str] | str | N
     )
     quiet.import_tensorflow()
     results, run_dir = run_quantize(cfg, model if in_memory else None, size_given,
-                                    use_cache=use_cache, emit=on_event or silent)  # fmt: skip
+                                    use_cache=use_cache, resources=resources,
+                                    emit=on_event or silent)  # fmt: skip
     return pd.read_csv(io_mod.StringIO(to_csv(results))), run_dir
 
 

@@ -145,7 +145,7 @@ def orchestrate(
             from quantbench.data import load_dataset
 
             emit("step", "reading images")
-            dataset = load_dataset(cfg.data, emit)
+            dataset = load_dataset(cfg.data, emit, readers=2 * resources.cores)
         specs = plan(cfg, repeats=len(cfg.training_seeds()) if base.trains else 1)
         if base.trains:  # a model trained elsewhere (quantize) was never trained on these
             dataset = hold_out(dataset, cfg, specs)

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from quantbench.errors import first_line
+
 DEFAULT_RUNTIME = "interpreter"
 
 
@@ -62,11 +64,6 @@ class RuntimeOpenError(Exception):
         self.stage = stage  # "open" or "prepare"
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 # --- the Interpreter --------------------------------------------------------------------------
 
 
@@ -77,7 +74,7 @@ class InterpreterSession:
         try:
             self.interpreter = litert.open_interpreter(path, threads, xnnpack)
         except (ValueError, RuntimeError) as e:
-            raise RuntimeOpenError("open", _first_line(e)) from e
+            raise RuntimeOpenError("open", first_line(e)) from e
         self.xnnpack = xnnpack
         detail = self.interpreter.get_input_details()[0]
         try:
@@ -85,7 +82,7 @@ class InterpreterSession:
                 self.interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise RuntimeOpenError("prepare", _first_line(e)) from e
+            raise RuntimeOpenError("prepare", first_line(e)) from e
         self.input_detail = self.interpreter.get_input_details()[0]
         self.output_detail = self.interpreter.get_output_details()[0]
         self._in, self._out = self.input_detail["index"], self.output_detail["index"]
@@ -120,7 +117,7 @@ class CompiledSession:
         try:
             probe = litert.open_interpreter(path, 1, xnnpack=False)
         except (ValueError, RuntimeError) as e:
-            raise RuntimeOpenError("open", _first_line(e)) from e
+            raise RuntimeOpenError("open", first_line(e)) from e
         input_detail, output_detail = probe.get_input_details()[0], probe.get_output_details()[0]
         del probe
         mode = CpuKernelMode.XNNPACK if xnnpack else CpuKernelMode.BUILTIN
@@ -133,7 +130,7 @@ class CompiledSession:
             self._inputs = self.model.create_input_buffers(0)
             self._outputs = self.model.create_output_buffers(0)
         except (ValueError, RuntimeError) as e:
-            raise RuntimeOpenError("prepare", _first_line(e)) from e
+            raise RuntimeOpenError("prepare", first_line(e)) from e
         shape = lambda d: np.array([1, *[int(s) for s in d["shape"][1:]]])  # noqa: E731
         self.input_detail = {**input_detail, "shape": shape(input_detail)}
         self.output_detail = {**output_detail, "shape": shape(output_detail)}

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from quantbench import atomic
 from quantbench.config import RunConfig, read_config_file, resolve
-from quantbench.errors import ConfigError, QuantbenchError
+from quantbench.errors import ConfigError, QuantbenchError, first_line
 from quantbench.execute import Emit, silent
 from quantbench.suggest import did_you_mean
 
@@ -260,7 +260,7 @@ def load_state(sweep_dir: Path) -> SweepState:
     try:
         return SweepState.model_validate_json(path.read_text(encoding="utf-8"))
     except (ValidationError, ValueError) as e:
-        raise QuantbenchError(f"cannot read {path}: {str(e).splitlines()[0]}",
+        raise QuantbenchError(f"cannot read {path}: {first_line(e)}",
                               tip="the sweep directory is damaged; run the sweep again") from None
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from quantbench import children
-from quantbench.errors import QuantbenchError
+from quantbench.errors import QuantbenchError, first_line
 
 # The production ops. Adding one is one entry: its handler takes the payload dict and returns
 # a JSON-able dict.
@@ -340,7 +340,7 @@ def _handle(ops: dict[str, str], cache: dict[str, Any], request: dict[str, Any])
     except QuantbenchError as e:
         return {"error": e.message, "tip": e.tip, "kind": type(e).__name__}
     except Exception as e:  # noqa: BLE001 - a bug in a handler: report it, keep serving
-        first = (str(e).strip().splitlines() or [""])[0][:300]
+        first = first_line(e)
         return {"error": f"{op} failed: {type(e).__name__}: {first}", "kind": "WorkerError"}
 
 

@@ -120,10 +120,12 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
         cfg = config_mod.resolve(preset or "default", config_file, overrides)
 
     from quantbench import quiet, runner
+    from quantbench.execute import Resources
     from quantbench.present import show_event, show_run
 
     quiet.import_tensorflow(verbose=_VERBOSE["on"])
-    results, run_dir = runner.run(cfg, resume_dir=resume, use_cache=not no_cache, emit=show_event)
+    results, run_dir = runner.run(cfg, resume_dir=resume, use_cache=not no_cache,
+                                  resources=Resources.detect(), emit=show_event)  # fmt: skip
     show_run(results, run_dir, "run")
 
 
@@ -188,10 +190,12 @@ def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...]
         cfg, size_given = quantize_mod.build_config(model, flags, config_file, overrides)
 
     from quantbench import quiet
+    from quantbench.execute import Resources
     from quantbench.present import show_event, show_run
 
     quiet.import_tensorflow(verbose=_VERBOSE["on"])
     results, run_dir = quantize_mod.run_quantize(
-        cfg, size_given=size_given, resume_dir=resume, use_cache=not no_cache, emit=show_event
+        cfg, size_given=size_given, resume_dir=resume, use_cache=not no_cache,
+        resources=Resources.detect(), emit=show_event,
     )
     show_run(results, run_dir, "quantize")
