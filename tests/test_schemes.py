@@ -101,6 +101,18 @@ def test_a_converter_crash_or_hang_costs_one_scheme_not_the_run(tmp_path, worker
     assert hung == "converter process failed (no answer in 2 s)"
 
 
+
+def test_a_failed_conversion_counts_its_own_seconds_not_its_wait_in_the_queue(tmp_path, worker_ops):
+    """One worker: "hang" waits 1.5 s behind "slow", then fails at its 2 s timeout. Its
+    seconds are the 2 s it ran (they were 3.5+ when counted from its submission)."""
+    from quantbench import convert
+
+    jobs = [({"name": n, "params": {}}, tmp_path / f"{n}.tflite") for n in ("slow", "hang")]
+    outcomes = convert.convert_saved_model("fake", jobs, None, workers=1, timeout=2)
+    seconds, error = outcomes[str(tmp_path / "hang.tflite")]
+    assert error == "converter process failed (no answer in 2 s)"
+    assert 2.0 <= seconds < 3.2
+
 def test_convert_all_reports_progress_and_prints_nothing(tmp_path, capfd):
     import tf_keras as keras
 

@@ -62,7 +62,8 @@ def faulty_predict(payload: dict) -> dict:
 
 
 def faulty_convert(payload: dict) -> dict:
-    """The real converter, except: scheme "crash" segfaults, "hang" hangs, and a SavedModel
+    """The real converter, except: scheme "crash" segfaults, "hang" hangs, "slow" takes 1.5 s,
+    and a SavedModel
     named "fake" is converted without TensorFlow (the scheme's name as the file's bytes)."""
     name = payload["spec"]["name"]
     if name == "crash":
@@ -70,6 +71,8 @@ def faulty_convert(payload: dict) -> dict:
         os.kill(os.getpid(), signal.SIGSEGV)
     if name == "hang":
         time.sleep(60)
+    if name == "slow":  # a conversion that takes its time, then succeeds
+        time.sleep(1.5)
     if payload["saved_model"] != "fake":
         from quantbench import convert
 

@@ -131,6 +131,13 @@ def warm_request(payload: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+class _Job(Future):
+    """A pool request; `started` is when a worker took it, so a failed job's seconds are its
+    own and not its wait in the queue behind the others."""
+
+    started: float | None = None
+
+
 class ConverterPool:
     """Converter workers that outlive one batch of jobs: each imports TensorFlow once and keeps
     the calibrated model it made (calibrated_model's memo) for the next request, so a search
@@ -150,6 +157,7 @@ class ConverterPool:
                 future, op, payload, timeout = item
                 if not future.set_running_or_notify_cancel():
                     continue
+                future.started = time.perf_counter()
                 try:
                     future.set_result(worker.request(op, payload, timeout))
                 except BaseException as e:  # noqa: BLE001 - handed to the caller
@@ -170,7 +178,7 @@ class ConverterPool:
             thread = threading.Thread(target=self._serve, name="quantbench-convert", daemon=True)
             thread.start()
             self._threads.append(thread)
-        future: Future = Future()
+        future = _Job()
         self._queue.put((future, op, payload, timeout))
         return future
 
@@ -182,15 +190,16 @@ class ConverterPool:
         for spec, out_path in jobs:
             payload = {"saved_model": str(saved_model_dir), "spec": spec, "out": str(out_path),
                        "calibration": None if calibration_path is None else str(calibration_path)}  # fmt: skip
-            futures.append((str(out_path), time.perf_counter(), self.submit("convert", payload, timeout)))
+            futures.append((str(out_path), self.submit("convert", payload, timeout)))
         outcomes: dict[str, Outcome] = {}
-        for out_path, started, future in futures:
+        for out_path, future in futures:
             try:
                 reply = future.result()
                 outcome: Outcome = (reply["seconds"], reply["error"])
             except WorkerError as e:
                 error = f"converter process failed ({e.reason})" if e.reason else e.message
-                outcome = (time.perf_counter() - started, error + (f": {e.detail}" if e.detail else ""))
+                seconds = time.perf_counter() - (future.started or time.perf_counter())
+                outcome = (seconds, error + (f": {e.detail}" if e.detail else ""))
             outcomes[out_path] = outcome
             if on_done is not None:
                 on_done(out_path, outcome)

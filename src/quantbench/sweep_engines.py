@@ -200,7 +200,7 @@ def _lock_actor(ray: Any):
     an asyncio.Lock would stay locked forever and every later trial there would hang."""
     import asyncio
 
-    from quantbench.workers import _alive
+    from quantbench.workers import alive
 
     @ray.remote(num_cpus=0)
     class NodeLatencyLock:
@@ -209,7 +209,7 @@ def _lock_actor(ray: Any):
 
         async def acquire(self, pid: int) -> bool:
             # Check and set with no await between them: atomic on the actor's event loop.
-            while self._holder is not None and self._holder != pid and _alive(self._holder):
+            while self._holder is not None and self._holder != pid and alive(self._holder):
                 await asyncio.sleep(LOCK_POLL_SECONDS)
             self._holder = pid
             return True

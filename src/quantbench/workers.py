@@ -80,7 +80,8 @@ class WorkerError(QuantbenchError):
 _SCRATCH = re.compile(r"^quantbench-(\d+)-")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this id exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -108,7 +109,7 @@ def sweep_scratch(root: str | Path | None = None) -> list[Path]:
         except (OSError, AttributeError):
             continue
         pid = int(match.group(1))
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not alive(pid):
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(Path(entry.path))
     return removed
