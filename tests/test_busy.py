@@ -143,7 +143,7 @@ def test_recommendation_and_report_say_when_they_rest_on_busy_figures():
     from quantbench.report import render
     from tests.fixtures_results import make_results
 
-    results = make_results(qat=False, failed=False, seed_comparison=False)
+    results = make_results(qat=False, failed=False, article_comparison=False)
     int8 = results.variant("int8")
     int8.latency[0] = int8.latency[0].model_copy(update={"other_cpu": 1.4, "busy": True})
     by_size = recommend.recommend(results, RecommendConfig(objective="size"))

@@ -60,10 +60,16 @@ def test_bad_flag_and_bad_preset():
     assert_clean_error(quantbench("run", "--preset", "smok"), "did you mean 'smoke'")
 
 
+def test_the_seed_preset_says_it_is_now_article():
+    done = quantbench("run", "--preset", "seed", "--epochs", "-3")
+    assert_clean_error(done, "bad value for 'train.epochs': -3")
+    assert "preset 'seed' is now called 'article'" in done.stderr
+
+
 @pytest.mark.realdata
-def test_seed_preset_offline_names_the_missing_weights(real_keras_home, tmp_path):
-    # Only the alpha 0.35 and 0.5 files are in the cache; the seed needs alpha 1.0 (CI is offline).
-    done = quantbench("run", "--preset", "seed", cwd=tmp_path,
+def test_article_preset_offline_names_the_missing_weights(real_keras_home, tmp_path):
+    # Only the alpha 0.35 and 0.5 files are in the cache; `article` needs alpha 1.0 (CI is offline).
+    done = quantbench("run", "--preset", "article", cwd=tmp_path,
                       env={"KERAS_HOME": str(real_keras_home), "HOME": str(tmp_path)})  # fmt: skip
     assert_clean_error(
         done, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",

@@ -6,13 +6,39 @@ from quantbench.schemes import DEFAULT_SCHEMES
 
 
 def test_presets_resolve_with_their_values():
-    seed = config.resolve("seed")
-    assert (seed.model.alpha, seed.data.image_size, seed.train.learning_rate) == (1.0, 224, 1e-5)
-    assert (seed.train.epochs, seed.train.batch_size, seed.data.validation_split) == (10, 32, 0.15)
+    article = config.resolve("article")
+    assert (article.model.alpha, article.data.image_size, article.data.validation_split) == \
+        (1.0, 224, 0.15)  # fmt: skip
+    assert (article.train.learning_rate, article.train.epochs, article.train.batch_size) == \
+        (1e-5, 10, 32)  # fmt: skip
+    assert [t.text() for t in article.transforms] == ["qat:recipe=fresh"]
     default = config.resolve("default")
     assert (default.model.alpha, default.data.image_size, default.train.mode) == (0.35, 128, "full")
     assert config.resolve("smoke").data.max_images_per_class is not None
     assert default.convert.scheme_names() == list(DEFAULT_SCHEMES)
+
+
+def test_the_seed_preset_is_read_as_article(tmp_path):
+    # `seed` is what the article's preset was called; flags, config files and the config.yaml
+    # of a run directory from before the rename still say it.
+    assert config.resolve("seed") == config.resolve("article")
+    assert config.resolve("seed").name == "article"
+    file = tmp_path / "c.yaml"
+    file.write_text("preset: seed\n")
+    assert config.resolve("article", file).preset == "article"
+    import yaml
+
+    stored = {**config.resolve("article").to_dict(), "name": "seed", "preset": "seed",
+              "transforms": [{"name": "qat", "params": {"recipe": "seed"}}]}  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    for asked in ({}, {"preset": "seed"}, {"preset": "article"}, {"qat.recipes": ["seed"]},
+                  {"transforms": "qat:recipe=fresh"}):  # fmt: skip
+        cfg = config.for_resume(tmp_path, asked)
+        assert (cfg.preset, cfg.name) == ("article", "seed")
+        assert [t.text() for t in cfg.transforms] == ["qat:recipe=fresh"]
+    with pytest.raises(ConfigError) as info:
+        config.for_resume(tmp_path, {"preset": "smoke"})
+    assert "preset='article'" in info.value.message
 
 
 def test_overrides_win_over_file_and_preset(tmp_path):

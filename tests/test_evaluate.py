@@ -19,8 +19,8 @@ def tflite_files(tmp_path_factory):
     return {c.scheme: c.path for c in conversions}
 
 
-def seed_loop(path, inputs):
-    """The seed's loop: one expand_dims image, one set_tensor, one invoke at a time."""
+def article_loop(path, inputs):
+    """The article's loop: one expand_dims image, one set_tensor, one invoke at a time."""
     interpreter = litert.open_interpreter(path, threads=1)
     interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
@@ -35,10 +35,10 @@ def seed_loop(path, inputs):
 
 @pytest.mark.parametrize("scheme", ["float32", "int8", "int8_io"])
 @pytest.mark.parametrize("batch_size", [1, 8, 32])
-def test_batched_predictions_equal_the_seed_loop(tflite_files, scheme, batch_size):
+def test_batched_predictions_equal_the_article_loop(tflite_files, scheme, batch_size):
     inputs = np.random.default_rng(2).uniform(-1, 1, (21, 24, 24, 3)).astype(np.float32)
     batched = predict_tflite(tflite_files[scheme], inputs, threads=2, batch_size=batch_size)
-    single = seed_loop(tflite_files[scheme], inputs)
+    single = article_loop(tflite_files[scheme], inputs)
     assert batched.shape == (21, 4)
     assert (batched.argmax(1) == single.argmax(1)).all()
     np.testing.assert_allclose(batched, single, atol=1e-5 if scheme == "float32" else 1e-2)
@@ -86,7 +86,7 @@ def test_undelegated_model_is_scored_in_slices_one_interpreter_per_thread(int16x
     inputs = np.random.default_rng(3).uniform(-1, 1, (37, 24, 24, 3)).astype(np.float32)
     sliced = evaluate.predict_tflite(int16x8_file, inputs, threads=2, batch_size=8)
     assert opened == [2, 1, 1]  # the probe, then one single-threaded interpreter per slice
-    single = seed_loop(int16x8_file, inputs)
+    single = article_loop(int16x8_file, inputs)
     assert sliced.shape == (37, 4)
     np.testing.assert_allclose(sliced, single, atol=1e-6)
 

@@ -1,5 +1,5 @@
 """Image-level intervals and paired tests, checked against statsmodels/SciPy, and how the
-recommendation and the seed verdicts use them."""
+recommendation and the article's verdicts use them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from quantbench import intervals, seed
+from quantbench import article, intervals
 from quantbench.config import RecommendConfig
 from quantbench.evaluate import score
 from quantbench.recommend import recommend
@@ -181,18 +181,18 @@ def test_recommendation_trusts_the_drop_only_when_the_photos_say_so():
 def _with_qat(run: RunResults) -> RunResults:
     """Rename int8 as the QAT DEFAULT variant so claim (b) compares it with float32."""
     row = run.variant("int8")
-    row.variant, row.source = "qat_seed_dynamic_range", "qat_seed"
+    row.variant, row.source = "qat_fresh_dynamic_range", "qat_fresh"
     return run
 
 
-def test_seed_verdicts_follow_the_paired_interval():
+def test_article_verdicts_follow_the_paired_interval():
     # Claim (b): QAT + DEFAULT beats float. Here the QAT row *gains* 8 photos (+1.45 points).
     few = _with_qat(paired_run(lost=0, gained=8))
     many = _with_qat(paired_run(lost=30, gained=38))
-    vf = {v["key"]: v for v in seed.verdicts(few)}
-    vm = {v["key"]: v for v in seed.verdicts(many)}
-    assert vf["b"]["verdict"] == seed.HOLDS and "paired over 551 photos" in vf["b"]["reason"]
-    assert vm["b"]["verdict"] == seed.UNSURE and "McNemar" in vm["b"]["reason"]
+    vf = {v["key"]: v for v in article.verdicts(few)}
+    vm = {v["key"]: v for v in article.verdicts(many)}
+    assert vf["b"]["verdict"] == article.HOLDS and "paired over 551 photos" in vf["b"]["reason"]
+    assert vm["b"]["verdict"] == article.UNSURE and "McNemar" in vm["b"]["reason"]
     assert vf["b"]["ours_value"]["mean"] == pytest.approx(vm["b"]["ours_value"]["mean"])
 
 

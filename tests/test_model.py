@@ -30,7 +30,7 @@ def test_bad_alpha_and_missing_path():
     assert resolve_weights("none", 0.35) is None
 
 
-def test_classifier_is_flat_with_the_seed_head():
+def test_classifier_is_flat_with_the_article_head():
     import tf_keras as keras
 
     model = build_classifier(5, ModelConfig(weights="none", dense_units=16), 32)

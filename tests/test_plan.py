@@ -93,12 +93,13 @@ def test_plan_of_the_default_preset():
 
 
 def test_legacy_qat_section_and_flags_become_transforms(tmp_path):
-    by_flag = config.resolve("default", overrides={"qat.recipes": ["seed"], "qat.epochs": 3})
-    assert by_flag.transforms == [TRANSFORMS.spec("qat", recipe="seed", epochs=3)]
-    by_text = config.resolve("default", overrides={"transforms": "qat:recipe=seed:epochs=3"})
+    by_flag = config.resolve("default", overrides={"qat.recipes": ["fresh"], "qat.epochs": 3})
+    assert by_flag.transforms == [TRANSFORMS.spec("qat", recipe="fresh", epochs=3)]
+    by_text = config.resolve("default", overrides={"transforms": "qat:recipe=fresh:epochs=3"})
     assert by_text.transforms == by_flag.transforms
     assert config.resolve("default", overrides={"transforms": ""}).transforms == []
-    # A version-1 config file (a `qat` section) still reads, as the same config.
+    # A version-1 config file (a `qat` section) still reads, as the same config; `seed` is
+    # what the `fresh` recipe was called then.
     old = tmp_path / "old.yaml"
     old.write_text("schema_version: 1\nqat: {recipes: [seed], epochs: 3, schemes: [int8]}\n")
     cfg = config.resolve("default", old)
@@ -110,6 +111,48 @@ def test_legacy_qat_section_and_flags_become_transforms(tmp_path):
     with pytest.raises(ConfigError) as info:
         config.resolve("default", overrides={"qat.recipe": ["seed"]})
     assert "did you mean 'recipes'" in info.value.message
+
+
+def test_recipe_seed_reads_as_fresh_with_the_same_ids_and_names(tmp_path):
+    # `seed` is what the `fresh` recipe was called: flags, text and config files that say it
+    # give the very spec `fresh` gives, so its variants have one id (and one cache key).
+    fresh = TRANSFORMS.parse("qat:recipe=fresh")
+    assert TRANSFORMS.parse("qat:recipe=seed") == fresh and fresh.params["recipe"] == "fresh"
+    assert TRANSFORMS.coerce({"name": "qat", "params": {"recipe": "seed"}}) == fresh
+    file = tmp_path / "c.yaml"
+    file.write_text("transforms: [{name: qat, params: {recipe: seed}}]\n")
+    by_flag = plan(config.resolve("default", overrides={"qat.recipes": ["seed"]}))
+    by_file = plan(config.resolve("default", file))
+    by_new = plan(config.resolve("default", overrides={"transforms": "qat:recipe=fresh"}))
+    assert [s.id for s in by_flag] == [s.id for s in by_file] == [s.id for s in by_new]
+    assert "qat_fresh_int8" in [s.name for s in by_new]
+    with pytest.raises(ConfigError) as info:
+        TRANSFORMS.parse("qat:recipe=fersh")
+    assert "'fresh'" in info.value.message
+
+
+def test_a_run_measured_with_recipe_seed_resumes_onto_todays_ids(tmp_path):
+    """A version-2 results file from before the rename: its QAT rows say recipe `seed`, their
+    ids and recorded models hash that. Reopened, they take the ids the plan has now and keep
+    the names they were measured under."""
+    from quantbench.results import RunResults, VariantResult
+    from quantbench.runner import reopen
+    from quantbench.techniques import TechniqueSpec
+
+    old_qat = TechniqueSpec(name="qat", params={"recipe": "seed", "epochs": None,
+                                                "learning_rate": None})  # fmt: skip
+    old = VariantSpec(transforms=(old_qat,), conversion=CONVERSIONS.spec("int8"))
+    row = VariantResult(id=old.id, spec=old, variant="qat_seed_int8", source="qat_seed",
+                        scheme="int8", policy="p")
+    results = RunResults(name="t", created="now", models={old.model.id: "model-key"}, variants=[row])
+    results_mod.save(results, tmp_path)
+    reopened = reopen(tmp_path)
+    now = next(s for s in plan(config.resolve("default", overrides={"qat.recipes": ["fresh"]}))
+               if s.name == "qat_fresh_int8")  # fmt: skip
+    row = reopened.variants[0]
+    assert (row.id, row.spec, row.variant) == (now.id, now, "qat_seed_int8")
+    assert reopened.models == {now.model.id: "model-key"}
+    assert results_mod.load(tmp_path).variants[0].id == now.id  # saved so
 
 
 def test_version_1_results_read_with_specs(tmp_path):

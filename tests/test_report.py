@@ -31,12 +31,12 @@ def test_write_report_default_path_and_sections(tmp_path):
     assert path == tmp_path / "report.html"
     html = path.read_text(encoding="utf-8")
     for anchor in ("summary", "notes", "table", "tradeoffs", "latency", "training", "classes",
-                   "seed", "data", "config", "environment"):  # fmt: skip
+                   "article", "data", "config", "environment"):  # fmt: skip
         assert f'id="{anchor}"' in html, anchor
     for chart in ("accuracy-size", "accuracy-latency", "latency", "training-accuracy",
                   "training-loss", "training-time", "class-counts"):  # fmt: skip
         assert f'data-chart="{chart}"><svg' in html, chart
-    # The recommendation, a failed row with its error, the notes, the seed's verdicts.
+    # The recommendation, a failed row with its error, the notes, the article's verdicts.
     assert 'class="verdict-name">dynamic_range<' in html
     assert "Quantization to 16x8-bit not yet supported" in html
     assert "LiteRT dequantizes weights on load" in html
@@ -67,12 +67,12 @@ def test_user_strings_are_escaped_everywhere(tmp_path):
     results.variants[1].notes.append(f"note {EVIL}")
     results.config["data"]["dir"] = f"/photos/{EVIL}"
     results.data.source = f"/photos/{EVIL}"
-    results.extras["seed_comparison"].append({"variant": EVIL, "verdict": EVIL})
+    results.extras["article_comparison"].append({"variant": EVIL, "verdict": EVIL})
     html = write_report(results, tmp_path).read_text(encoding="utf-8")
     assert EVIL not in html
     assert html.count("<script") == 1  # the page's own sorting script only
     escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
-    assert html.count(escaped) >= 8  # title, class names, error, note, config, data, seed rows
+    assert html.count(escaped) >= 8  # title, class names, error, note, config, data, article rows
     comparison = write_comparison([(results, tmp_path)], tmp_path / "c.html").read_text()
     assert EVIL not in comparison and escaped in comparison
 
@@ -148,6 +148,59 @@ def test_compare_cli_combines_runs_and_labels_points(tmp_path):
     assert (
         'data-chart="accuracy-size"><svg' in html and 'data-chart="accuracy-latency"><svg' in html
     )
+
+
+def _written_before_the_article_rename(run_dir: Path) -> Path:
+    """A run directory as quantbench wrote it while "seed" named the article and a QAT recipe:
+    version-1 rows named qat_seed_*, the comparison under extras.seed_comparison/seed_figures."""
+    run_dir = make_run_dir(run_dir, make_results(article_comparison=False))
+    raw = json.loads((run_dir / "results.json").read_text())
+    raw = json.loads(json.dumps(raw).replace("qat_finetune", "qat_seed")
+                     .replace('"recipe": "finetune"', '"recipe": "seed"'))  # fmt: skip
+    raw["schema_version"] = 1
+    for row in raw["variants"]:
+        row.pop("spec"), row.pop("id")
+    for section in ("article_comparison", "article_figures"):
+        raw["extras"].pop(section)
+    raw["extras"]["seed_comparison"] = [{
+        "key": "b", "claim": "QAT beats the float model [QAT recipe seed]",
+        "seed": "92.72% vs 88.0%: +4.72 pts", "seed_value": 4.72, "ours": "+0.3 pts",
+        "ours_value": None, "verdict": "inconclusive",
+        "reason": "Gain = qat_seed_int8 minus float32",
+    }]  # fmt: skip
+    raw["extras"]["seed_figures"] = [
+        {"label": "QAT + Optimize.DEFAULT", "recipe": "seed", "variant": "qat_seed_int8",
+         "seed_size_mb": 3.3, "seed_accuracy_pct": 92.72, "size_mb": 0.61, "accuracy": None},
+        {"label": "seconds per epoch (qat_seed)", "recipe": None, "variant": "qat_seed",
+         "seed_seconds_per_epoch": 68.0, "seconds_per_epoch": None},
+    ]  # fmt: skip
+    (run_dir / "results.json").write_text(json.dumps(raw))
+    return run_dir
+
+
+def test_results_from_before_the_article_rename_still_show_the_article(tmp_path, capsys):
+    from quantbench import article
+
+    run_dir = _written_before_the_article_rename(tmp_path / "old")
+    loaded = results_mod.load(run_dir)
+    assert loaded.extras["article_comparison"][0]["article"] == "92.72% vs 88.0%: +4.72 pts"
+    assert loaded.extras["article_figures"][0]["article_size_mb"] == 3.3
+    assert "seed_comparison" not in loaded.extras.model_dump()  # read once, as the new key
+    qat = loaded.variant("qat_seed_int8")  # measured under that name, shown under it
+    assert qat.spec is not None and qat.spec.transforms[0].params["recipe"] == "fresh"
+    html = render(loaded)
+    assert 'id="article"' in html and '<th tabindex="0">article</th>' in html
+    assert "92.72% vs 88.0%: +4.72 pts" in html and "qat_seed_int8" in html
+    article.print_comparison(loaded)
+    out = capsys.readouterr().out
+    assert "the article vs this run" in out and "92.72" in out and "qat_seed_int8" in out
+    # Through the CLI, as a user with an old run directory would.
+    done = quantbench("report", str(run_dir))
+    assert done.returncode == 0, done.stderr
+    assert 'id="article"' in (run_dir / "report.html").read_text()
+    done = quantbench("compare", str(run_dir), "-o", str(tmp_path / "cmp.html"))
+    assert done.returncode == 0, done.stderr
+    assert "qat_seed_int8" in (tmp_path / "cmp.html").read_text()
 
 
 @pytest.mark.realdata

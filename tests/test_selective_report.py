@@ -22,7 +22,7 @@ def _analysis() -> LayerAnalysis:
 
 
 def _with_selective() -> RunResults:
-    results = make_results(qat=False, failed=False, seed_comparison=False)
+    results = make_results(qat=False, failed=False, article_comparison=False)
     search = SelectiveSearch(
         base="int8_per_tensor", budget=1.0, search_images=300,
         search_source="300 training images outside the calibration slice",

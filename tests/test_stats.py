@@ -55,7 +55,7 @@ def _results() -> RunResults:
         ))  # fmt: skip
         results.variants.append(VariantResult(variant="int16x8", repeat=repeat, scheme="int16x8",
                                               policy="int16x8", status="failed", error="no"))  # fmt: skip
-        for name, recipe, seconds in (("float", "float", 10.0), ("qat_seed", "seed", 22.0)):
+        for name, recipe, seconds in (("float", "float", 10.0), ("qat_fresh", "fresh", 22.0)):
             epochs = [EpochRecord(epoch=i + 1, loss=1, accuracy=0.5, seconds=seconds * (3 if i == 0 else 1) + repeat)
                       for i in range(3)]  # fmt: skip
             results.training.append(TrainingResult(name=name, recipe=recipe, seed=repeat, repeat=repeat,
@@ -74,9 +74,9 @@ def test_summarize_groups_repeats_per_variant_and_skips_failed_rows():
 
 def test_training_cost_ratio_uses_steady_epochs_of_the_same_repeat():
     rows = stats.training_cost(_results())
-    qat = [r for r in rows if r["recipe"] == "seed"]
+    qat = [r for r in rows if r["recipe"] == "fresh"]
     assert [r["steady_seconds_per_epoch"] for r in qat] == [22.0, 23.0, 24.0]  # first epoch left out
     assert qat[1]["ratio_to_float"] == pytest.approx(23.0 / 11.0)
     assert all(r["ratio_to_float"] is None for r in rows if r["recipe"] == "float")
     summary = stats.summarize_training(_results())
-    assert summary["qat_seed"]["steady_seconds_per_epoch"]["mean"] == pytest.approx(23.0)
+    assert summary["qat_fresh"]["steady_seconds_per_epoch"]["mean"] == pytest.approx(23.0)

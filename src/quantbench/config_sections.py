@@ -49,7 +49,7 @@ class TrainConfig(_Section):
 
 
 # The conversions applied to each transform's output (e.g. the QAT model) when none are named:
-# every scheme, the deprecated aliases included, as the seed's QAT table has them.
+# every scheme, the deprecated aliases included, as the article's QAT table has them.
 TRANSFORM_SCHEMES = ["float32", "dynamic_range", "float16", "int8", "int8_io", "int16x8",
                      "optimize_for_size", "optimize_for_latency"]  # fmt: skip
 

@@ -74,7 +74,7 @@ class BaseSource:
     label = "base model"
     model_file: str | None = None  # a file name in the run dir that holds the base model
     cacheable = True  # its trained weights go to the store (a user's model is its own file)
-    trains = True  # `run` trains it; transforms may also build it afresh (QAT recipe seed)
+    trains = True  # `run` trains it; transforms may also build it afresh (QAT recipe fresh)
 
     def key_params(self, repeat: int) -> dict[str, Any]:
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""The seed's classifier: MobileNetV2 built flat, so that QAT can wrap it.
+"""The article's classifier: MobileNetV2 built flat, so that QAT can wrap it.
 
 `tfmot...quantize_model` refuses a model nested inside another model, so the head sits on
 `base.output` and the model's input is `base.input`. Head layers are named `head_*`; the

@@ -23,7 +23,7 @@ def show_event(level: str, text: str) -> None:
 
 
 def show_run(results: RunResults, run_dir: Path, command: str) -> None:
-    """What a finished run prints: the table, notes, training cost, the seed's claims, the
+    """What a finished run prints: the table, notes, training cost, the article's claims, the
     preprocessing check, the recommendation, and where everything is."""
     from quantbench.recommend import Recommendation, print_recommendation
     from quantbench.table import print_results
@@ -34,9 +34,9 @@ def show_run(results: RunResults, run_dir: Path, command: str) -> None:
 
         console.out.print(training_table(results))
     if command == "run":
-        from quantbench import seed as seed_report
+        from quantbench import article
 
-        seed_report.print_comparison(results)
+        article.print_comparison(results)
     if results.extras.get("check"):
         from quantbench.check import CheckResult, check_table
 

@@ -1,7 +1,8 @@
 """Quantization-aware training (tensorflow-model-optimization), two recipes.
 
-- `seed`: what the seed report did: `quantize_model` on a freshly built pretrained model,
-  trained with the float baseline's optimizer, learning rate and epochs.
+- `fresh`: what the article did: `quantize_model` on a freshly built pretrained model,
+  trained with the float baseline's optimizer, learning rate and epochs (called `seed` before;
+  techniques/transforms.py reads that name still).
 - `finetune` (default): `quantize_model` on the trained float baseline with batch norm frozen
   (inference mode), its activation ranges warmed up on training images, then a short
   fine-tune at a tenth of the float learning rate.
@@ -47,7 +48,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
-        Recipe("seed", "quantize_model on a fresh pretrained model, float's optimizer/lr/epochs",
+        Recipe("fresh", "quantize_model on a fresh pretrained model, float's optimizer/lr/epochs",
                from_trained=False, warm_up=False, freeze_batch_norm=False, epochs=None,
                learning_rate_factor=1.0),
         Recipe("finetune", "quantize the trained float model, warm up ranges, freeze batch "
@@ -56,7 +57,7 @@ RECIPES: dict[str, Recipe] = {
     ]
 }  # fmt: skip
 
-WARM_UP_IMAGES = 512  # training images whose activation ranges seed the fake-quant ranges
+WARM_UP_IMAGES = 512  # training images the fake-quant ranges are warmed up on
 
 
 def quantize(model):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticSerializationError
 
 from quantbench import atomic
@@ -157,12 +157,28 @@ class Extras(_Model):
     summary: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)  # stats
     training_cost: list[dict[str, Any]] = Field(default_factory=list)  # stats
     training_summary: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)  # stats
-    seed_figures: list[dict[str, Any]] = Field(default_factory=list)  # seed
-    seed_comparison: list[dict[str, Any]] = Field(default_factory=list)  # seed
+    article_figures: list[dict[str, Any]] = Field(default_factory=list)  # article
+    article_comparison: list[dict[str, Any]] = Field(default_factory=list)  # article
     recommendation: dict[str, Any] | None = None  # recommend.Recommendation
     quantize: dict[str, Any] | None = None  # quantize: the user's model and split
     check: dict[str, Any] | None = None  # check: the preprocessing check
     tracked: dict[str, str] | None = None  # tracking: {backend, where} the run was logged
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """Files written before the article was called so name it "seed": seed_figures,
+        seed_comparison and their entries' seed* keys read as article*."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for section in ("figures", "comparison"):
+            old = data.pop(f"seed_{section}", None)
+            if isinstance(old, list) and not data.get(f"article_{section}"):
+                data[f"article_{section}"] = [
+                    {("article" + k[4:] if k.startswith("seed") else k): v for k, v in e.items()}
+                    if isinstance(e, dict) else e for e in old]  # fmt: skip
+        return data
 
     # Mapping access, so sections read like the dict they were in version 1.
     def get(self, key: str, default: Any = None) -> Any:

@@ -86,9 +86,35 @@ def reopen(run_dir: Path) -> RunResults:
     """A run to resume: its finished rows kept, its failed ones to be redone."""
     results = results_mod.load(run_dir)
     keep_for_resume(results)
+    respec(results)
     results.status, results.finished = "running", None
     results_mod.save(results, run_dir)
     return results
+
+
+def respec(results: RunResults) -> None:
+    """Rows whose stored spec reads differently now (QAT recipe `seed`, now `fresh`) take the
+    spec and id it reads as, and the recorded models their new ids, so the resumed plan finds
+    those rows finished and the models they came from. Names stay as measured: the report's
+    stored sections use them, and the article's checks look up either spelling."""
+    from quantbench.errors import QuantbenchError
+    from quantbench.techniques.transforms import TRANSFORMS
+
+    for row in results.variants:
+        if row.spec is None:
+            continue
+        try:
+            transforms = tuple(TRANSFORMS.coerce(t) for t in row.spec.transforms)
+        except QuantbenchError:
+            continue  # a transform this version does not know: the row is left as it is
+        if transforms == row.spec.transforms:
+            continue
+        old, new = row.spec.model, row.spec.model_copy(update={"transforms": transforms})
+        row.spec, row.id, model = new, new.id, new.model
+        while old is not None and model is not None:
+            if old.id in results.models:
+                results.models.setdefault(model.id, results.models.pop(old.id))
+            old, model = old.parent, model.parent
 
 
 def finish(results: RunResults, run_dir: Path, started: float, status: str) -> None:
@@ -191,14 +217,14 @@ def _sort_rows(results: RunResults, specs: list) -> None:
 
 
 def derive(results: RunResults, cfg: RunConfig, command: str) -> None:
-    """Summaries over repeats, training cost, the seed's claims (run), the recommendation."""
+    """Summaries over repeats, training cost, the article's claims (run), the recommendation."""
     from quantbench import recommend, stats
 
     stats.attach(results)
     if command == "run":
-        from quantbench import seed as seed_report
+        from quantbench import article
 
-        seed_report.attach(results)
+        article.attach(results)
     recommend.attach(results, cfg.recommend)
 
 

@@ -1,4 +1,4 @@
-"""The terminal's comparison table, like the seed's: one row per variant."""
+"""The terminal's comparison table, like the article's: one row per variant."""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 
 
 @cli.command()
-@click.option("--preset", help="default (the default), seed or smoke.")
+@click.option("--preset", help="default (the default), article or smoke.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML or TOML file.")
 @click.option("--data", type=click.Path(path_type=Path), help="Image folder, one sub-folder per class.")
 @click.option("--name", help="Run name (used in the run directory's name).")
@@ -112,6 +112,10 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
     for text in assignments:
         key, value = config_mod.parse_assignment(text)
         overrides[key] = value
+    if preset in config_mod.PRESET_ALIASES:
+        from quantbench.console import warn
+
+        warn(f"preset {preset!r} is now called {config_mod.PRESET_ALIASES[preset]!r}")
     if resume is not None:
         if preset is not None:
             overrides["preset"] = preset

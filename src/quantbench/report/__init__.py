@@ -38,7 +38,7 @@ def render(results: RunResults) -> str:
         ("layers", "Per layer", layers.per_layer(results)),
         ("training", "Training", a.training(results)),
         ("classes", "Per class", a.per_class(results)),
-        ("seed", "Seed", a.seed_comparison(results)),
+        ("article", "Article", a.article_comparison(results)),
         ("details", "Details", a.details(results)),
     ]
     nav = [(anchor, label) for anchor, label, html in parts if html]

@@ -1,5 +1,5 @@
 """The report's later sections: training cost, per-class accuracy, where each variant can run,
-the seed's claims and the run's details (sections.py has the variants themselves)."""
+the article's claims and the run's details (sections.py has the variants themselves)."""
 
 from __future__ import annotations
 
@@ -107,12 +107,12 @@ def per_class(results: RunResults) -> str:
     return section("classes", "Per class", body)
 
 
-def seed_comparison(results: RunResults) -> str:
-    records = results.extras.get("seed_comparison")
+def article_comparison(results: RunResults) -> str:
+    records = results.extras.get("article_comparison")
     if not isinstance(records, list) or not records:
         return ""
     records = [r if isinstance(r, dict) else {"value": r} for r in records]
-    return section("seed", "The seed article's figures beside ours",
+    return section("article", "The article's figures beside ours",
                    f'<div class="scroll">{generic_table(records)}</div>')  # fmt: skip
 
 

@@ -21,7 +21,7 @@ OpsSet = Literal["builtins", "int8", "int16x8"]
 
 @dataclass(frozen=True)
 class Scheme(Technique):
-    policy: str = ""  # the label a user knows it by, as in the seed's table
+    policy: str = ""  # the label a user knows it by, as in the article's table
     optimization: str | None = None  # a member of tf.lite.Optimize
     float16_weights: bool = False
     needs_representative_dataset: bool = False
@@ -93,10 +93,11 @@ CONVERSIONS: Registry[Scheme] = Registry("scheme", "--schemes", [
     Scheme("int16x8", "int16 activations, int8 weights (more accurate, reference kernels only)",
            policy="int16x8", optimization="DEFAULT", needs_representative_dataset=True,
            ops="int16x8"),
-    Scheme("optimize_for_size", "deprecated alias of Optimize.DEFAULT, kept to check the seed's claim",
+    Scheme("optimize_for_size",
+           "deprecated alias of Optimize.DEFAULT, kept to check the article's claim",
            policy="Optimize.OPTIMIZE_FOR_SIZE", optimization="OPTIMIZE_FOR_SIZE", default=False),
     Scheme("optimize_for_latency",
-           "deprecated alias of Optimize.DEFAULT, kept to check the seed's claim",
+           "deprecated alias of Optimize.DEFAULT, kept to check the article's claim",
            policy="Optimize.OPTIMIZE_FOR_LATENCY", optimization="OPTIMIZE_FOR_LATENCY",
            default=False),
 ])  # fmt: skip

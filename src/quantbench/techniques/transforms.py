@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from quantbench.techniques import Params, Registry, Technique, TechniqueSpec
 
@@ -30,10 +30,21 @@ class TrainJob:
     emit: Callable[[str, str], None] = lambda level, text: None  # progress lines for the caller
 
 
+# Old recipe name -> its name now. `seed` named the article's recipe while "seed" also meant
+# the article and the RNG seed; configs, flags and results files that say it still read.
+RECIPE_ALIASES = {"seed": "fresh"}
+
+
 class QatParams(Params):
-    recipe: Literal["finetune", "seed"] = "finetune"
-    epochs: int | None = None  # None: the recipe's own (finetune 2; seed: the float model's)
+    recipe: Literal["finetune", "fresh"] = "finetune"
+    epochs: int | None = None  # None: the recipe's own (finetune 2; fresh: the float model's)
     learning_rate: float | None = None  # None: the recipe's factor times the float model's
+
+    @field_validator("recipe", mode="before")
+    @classmethod
+    def _renamed(cls, value: Any) -> Any:
+        # Before the spec is made, so `recipe=seed` and `recipe=fresh` have one id and cache key.
+        return RECIPE_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -177,7 +188,8 @@ class PreservingQat(Transform):
 
 TRANSFORMS: Registry[Transform] = Registry("transform", "--transforms", [
     Qat("qat", "quantization-aware training: fake-quantized fine-tune (recipes: finetune, "
-        "the trained model with warmed-up ranges; seed, the article's from-scratch recipe)",
+        "the trained model with warmed-up ranges; fresh, the article's recipe on a fresh "
+        "pretrained model)",
         params=QatParams),
     Prune("prune", "magnitude pruning to a target sparsity (polynomial schedule, short "
           "fine-tune, wrappers stripped)", params=PruneParams, default=False),

@@ -1,6 +1,7 @@
-"""The seed report beside this run: its figures, ours, and a verdict on each of its claims.
+"""The article beside this run: its figures, ours, and a verdict on each of its claims.
 
-The seed's figures ship as package data (`data/seed_report.json`). Each claim is checked on a
+The article ("A Tale of Model Quantization in TF Lite", the report quantbench reproduces)
+ships its figures as package data (`data/article_report.json`). Each claim is checked on a
 paired difference (or ratio) per training repeat, summarized by a 95% Student-t interval
 (`stats.describe`), and judged against a band that says what "about" means:
 
@@ -27,26 +28,41 @@ from rich.table import Table
 from quantbench import intervals, stats
 from quantbench.console import styled
 from quantbench.results import RunResults, VariantResult
+from quantbench.techniques.transforms import RECIPE_ALIASES
 
-SEED_FILE = "seed_report.json"
+ARTICLE_FILE = "article_report.json"
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 
 DYNAMIC_RANGE_BAND = (10.0, 16.0)  # "about 13 points": 13 +/- 3
 RATIO_BAND = (1.76, 2.64)  # "about 2.2x": 2.2 +/- 20%
 NEGLIGIBLE_POINTS = 1.0  # a loss under a point does not confirm a claimed 14-point loss
 SINGLE_MARGIN_RATIO = 0.3  # one run's epoch-time ratio: the figure +/- this
-DEFAULT_SCHEMES_ON_QAT = ("dynamic_range", "int8")  # the seed's "QAT + DEFAULT", best match first
+DEFAULT_SCHEMES_ON_QAT = ("dynamic_range", "int8")  # its "QAT + DEFAULT", best match first
 
 
-def load_seed_report() -> dict[str, Any]:
-    text = resources.files("quantbench").joinpath("data", SEED_FILE).read_text(encoding="utf-8")
+def load_article_report() -> dict[str, Any]:
+    text = resources.files("quantbench").joinpath("data", ARTICLE_FILE).read_text(encoding="utf-8")
     return json.loads(text)
 
 
 def qat_recipes(results: RunResults) -> list[str]:
-    """QAT recipes present in the results, in the order they were trained."""
-    names = [t.recipe for t in results.training if t.recipe != "float"]
+    """QAT recipes present in the results, in the order they were trained, by their names
+    now (results written before the rename say `seed` for `fresh`)."""
+    names = [RECIPE_ALIASES.get(t.recipe, t.recipe) for t in results.training
+             if t.recipe != "float"]  # fmt: skip
     return list(dict.fromkeys(names))
+
+
+def _qat_name(stored: set[str], recipe: str, suffix: str = "") -> str:
+    """The name a recipe's model or variant has in these results: `qat_fresh_int8`, or in older
+    results `qat_seed_int8` (names are kept as measured); the name now if neither is there."""
+    spellings = [recipe] + [old for old, new in RECIPE_ALIASES.items() if new == recipe]
+    names = [f"qat_{r}{suffix}" for r in spellings]
+    return next((n for n in names if n in stored), names[0])
+
+
+def _variant_names(results: RunResults) -> set[str]:
+    return {v.variant for v in results.variants}
 
 
 def _row(results: RunResults, variant: str, repeat: int) -> VariantResult | None:
@@ -55,15 +71,16 @@ def _row(results: RunResults, variant: str, repeat: int) -> VariantResult | None
 
 
 def _float_variant(results: RunResults) -> str:
-    """The seed's "float model" is its float32 .tflite; fall back to the Keras model."""
+    """The article's "float model" is its float32 .tflite; fall back to the Keras model."""
     return "float32" if any(v.variant == "float32" for v in results.variants) else "keras_float"
 
 
 def _qat_default_variant(results: RunResults, recipe: str) -> str | None:
+    stored = _variant_names(results)
     for scheme in DEFAULT_SCHEMES_ON_QAT:
-        if any(v.variant == f"qat_{recipe}_{scheme}" and v.status != "failed"
-               for v in results.variants):  # fmt: skip
-            return f"qat_{recipe}_{scheme}"
+        name = _qat_name(stored, recipe, f"_{scheme}")
+        if any(v.variant == name and v.status != "failed" for v in results.variants):
+            return name
     return None
 
 
@@ -124,10 +141,11 @@ def _fmt(d: dict[str, Any], unit: str, digits: int = 1) -> str:
     return f"{text} [{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}] n={d['n']}"
 
 
-def _entry(key: str, claim: str, seed_text: str, seed_value: float, values: list[float],
+def _entry(key: str, claim: str, article_text: str, article_value: float, values: list[float],
            unit: str, decide: Callable[[float, float], str], margin: float | None,
            missing: str, extra_reason: str = "", single: tuple | None = None) -> dict[str, Any]:  # fmt: skip
-    entry: dict[str, Any] = {"key": key, "claim": claim, "seed": seed_text, "seed_value": seed_value}
+    entry: dict[str, Any] = {"key": key, "claim": claim, "article": article_text,
+                             "article_value": article_value}
     if not values:
         return {**entry, "ours": "not measured", "ours_value": None, "verdict": UNSURE,
                 "reason": missing}  # fmt: skip
@@ -161,18 +179,18 @@ def _loses(low: float, high: float) -> str:
     return HOLDS if high < 0 else FAILS if low > -NEGLIGIBLE_POINTS else UNSURE
 
 
-def verdicts(results: RunResults, seed: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def verdicts(results: RunResults, article: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One entry per claim (and per QAT recipe for the QAT claims)."""
-    seed = seed or load_seed_report()
-    rows = {r["key"]: r for r in seed["rows"]}
-    claims = seed["claims"]
+    article = article or load_article_report()
+    rows = {r["key"]: r for r in article["rows"]}
+    claims = article["claims"]
     reference = _float_variant(results)
     out = []
 
-    seed_a = rows["float"]["accuracy_pct"] - rows["dynamic_range"]["accuracy_pct"]
+    article_a = rows["float"]["accuracy_pct"] - rows["dynamic_range"]["accuracy_pct"]
     out.append(_entry(
         "a", claims["a"], f"{rows['float']['accuracy_pct']}% -> "
-        f"{rows['dynamic_range']['accuracy_pct']}%: loses {seed_a:.2f} pts", seed_a,
+        f"{rows['dynamic_range']['accuracy_pct']}%: loses {article_a:.2f} pts", article_a,
         _accuracy_difference(results, reference, "dynamic_range"), " pts",
         _within(DYNAMIC_RANGE_BAND), None,
         "no dynamic_range row of the float model in this run",
@@ -181,16 +199,16 @@ def verdicts(results: RunResults, seed: dict[str, Any] | None = None) -> list[di
         _image_interval(results, reference, "dynamic_range"),
     ))  # fmt: skip
 
-    seed_b = rows["qat_default"]["accuracy_pct"] - rows["float"]["accuracy_pct"]
-    seed_c = seed["epoch_seconds"]["qat"] / seed["epoch_seconds"]["float"]
-    seed_d = rows["qat_optimize_for_size"]["accuracy_pct"] - rows["qat_default"]["accuracy_pct"]
-    recipes = qat_recipes(results) or ["seed"]
+    article_b = rows["qat_default"]["accuracy_pct"] - rows["float"]["accuracy_pct"]
+    article_c = article["epoch_seconds"]["qat"] / article["epoch_seconds"]["float"]
+    article_d = rows["qat_optimize_for_size"]["accuracy_pct"] - rows["qat_default"]["accuracy_pct"]
+    recipes = qat_recipes(results) or ["fresh"]  # no QAT here: the article's recipe, unmeasured
     for recipe in recipes:
         default_variant = _qat_default_variant(results, recipe)
         out.append(_entry(
             "b", f"{claims['b']} [QAT recipe {recipe}]",
             f"{rows['qat_default']['accuracy_pct']}% vs {rows['float']['accuracy_pct']}%: "
-            f"{seed_b:+.2f} pts", seed_b,
+            f"{article_b:+.2f} pts", article_b,
             _accuracy_difference(results, default_variant, reference) if default_variant else [],
             " pts", _positive, None,
             f"no QAT {recipe} DEFAULT row in this run",
@@ -199,26 +217,29 @@ def verdicts(results: RunResults, seed: dict[str, Any] | None = None) -> list[di
         ))  # fmt: skip
         out.append(_entry(
             "c", f"{claims['c']} [QAT recipe {recipe}]",
-            f"{seed['epoch_seconds']['qat']:g} s vs {seed['epoch_seconds']['float']:g} s per "
-            f"epoch: {seed_c:.2f}x", seed_c, _epoch_ratios(results, recipe), "x",
+            f"{article['epoch_seconds']['qat']:g} s vs {article['epoch_seconds']['float']:g} s per "
+            f"epoch: {article_c:.2f}x", article_c, _epoch_ratios(results, recipe), "x",
             _within(RATIO_BAND), SINGLE_MARGIN_RATIO, f"no QAT {recipe} training in this run",
             f"Steady-state seconds per epoch (first epoch excluded), QAT over float of the same "
             f"repeat; 'about 2.2x' read as {RATIO_BAND[0]:g}..{RATIO_BAND[1]:g}x. Wall-clock "
             f"times: on a shared CPU, other processes inflate whichever side they overlap.",
         ))  # fmt: skip
-        out.append(_claim_d(results, recipe, default_variant, claims["d"], seed_d, rows))
+        out.append(_claim_d(results, recipe, default_variant, claims["d"], article_d, rows))
     return out
 
 
 def _epoch_ratios(results: RunResults, recipe: str) -> list[float]:
     return [row["ratio_to_float"] for row in stats.training_cost(results)
-            if row["recipe"] == recipe and row["ratio_to_float"] is not None]  # fmt: skip
+            if RECIPE_ALIASES.get(row["recipe"], row["recipe"]) == recipe
+            and row["ratio_to_float"] is not None]  # fmt: skip
 
 
-def _claim_d(results, recipe, default_variant, claim, seed_d, rows) -> dict[str, Any]:
-    seed_text = (f"{rows['qat_optimize_for_size']['accuracy_pct']}% vs "
-                 f"{rows['qat_default']['accuracy_pct']}%: {seed_d:+.2f} pts")  # fmt: skip
-    names = [f"qat_{recipe}_optimize_for_size", f"qat_{recipe}_optimize_for_latency"]
+def _claim_d(results, recipe, default_variant, claim, article_d, rows) -> dict[str, Any]:
+    article_text = (f"{rows['qat_optimize_for_size']['accuracy_pct']}% vs "
+                    f"{rows['qat_default']['accuracy_pct']}%: {article_d:+.2f} pts")  # fmt: skip
+    stored = _variant_names(results)
+    names = [_qat_name(stored, recipe, f"_{option}")
+             for option in ("optimize_for_size", "optimize_for_latency")]  # fmt: skip
     present = [v for v in results.variants if v.variant in names]
     identical = [v for v in present if v.status == "identical" and v.identical_to == default_variant]
     note = ""
@@ -237,7 +258,7 @@ def _claim_d(results, recipe, default_variant, claim, seed_d, rows) -> dict[str,
     diffs0 = {n: _single_diff(results, n, default_variant, 0) for n in names}
     worst0 = min((n for n in names if diffs0[n] is not None), key=diffs0.get, default=None)
     entry = _entry(
-        "d", f"{claim} [QAT recipe {recipe}]", seed_text, seed_d, values, " pts", _loses,
+        "d", f"{claim} [QAT recipe {recipe}]", article_text, article_d, values, " pts", _loses,
         None, f"no QAT {recipe} OPTIMIZE_FOR_SIZE/LATENCY rows in this run",
         f"Worst of OPTIMIZE_FOR_SIZE/LATENCY minus {default_variant}; fails if no loss of "
         f"{NEGLIGIBLE_POINTS:g} pt or more is possible. {note}",
@@ -256,35 +277,36 @@ def _single_diff(results, a: str, b: str | None, repeat: int) -> float | None:
     return None if ra is None or rb is None else 100 * (ra.accuracy - rb.accuracy)
 
 
-def figures(results: RunResults, seed: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The seed's table beside ours: size and accuracy of each matching variant."""
-    seed = seed or load_seed_report()
-    summary = stats.summarize(results)
+def figures(results: RunResults, article: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The article's table beside ours: size and accuracy of each matching variant."""
+    article = article or load_article_report()
+    summary, stored = stats.summarize(results), _variant_names(results)
     out = []
-    for row in seed["rows"]:
+    for row in article["rows"]:
         if row["source"] == "float":
             ours = [(row["variant"], None)]
         else:
-            ours = [(f"qat_{r}_{row['variant']}", r) for r in qat_recipes(results) or ["seed"]]
+            ours = [(_qat_name(stored, r, f"_{row['variant']}"), r)
+                    for r in qat_recipes(results) or ["fresh"]]  # fmt: skip
         if row["key"] == "qat_default":
-            ours = [(_qat_default_variant(results, r) or f"qat_{r}_dynamic_range", r)
+            ours = [(_qat_default_variant(results, r) or _qat_name(stored, r, "_dynamic_range"), r)
                     for _, r in ours]  # fmt: skip
         for variant, recipe in ours:
             s = summary.get(variant, {})
             out.append({
                 "label": row["label"], "recipe": recipe, "variant": variant,
-                "seed_size_mb": row["size_mb"], "seed_accuracy_pct": row["accuracy_pct"],
+                "article_size_mb": row["size_mb"], "article_accuracy_pct": row["accuracy_pct"],
                 "size_mb": s["size_bytes"]["mean"] / 1e6 if "size_bytes" in s else None,
                 "accuracy": s.get("accuracy"),
             })  # fmt: skip
     training = stats.summarize_training(results)
-    for name, seconds in [("float", seed["epoch_seconds"]["float"])] + [
-        (f"qat_{r}", seed["epoch_seconds"]["qat"]) for r in qat_recipes(results)
+    for name, seconds in [("float", article["epoch_seconds"]["float"])] + [
+        (_qat_name(set(training), r), article["epoch_seconds"]["qat"]) for r in qat_recipes(results)
     ]:
         t = training.get(name, {})
         out.append({
             "label": f"seconds per epoch ({name})", "recipe": None, "variant": name,
-            "seed_seconds_per_epoch": seconds,
+            "article_seconds_per_epoch": seconds,
             "seconds_per_epoch": t.get("steady_seconds_per_epoch"),
         })  # fmt: skip
     return out
@@ -292,9 +314,9 @@ def figures(results: RunResults, seed: dict[str, Any] | None = None) -> list[dic
 
 def attach(results: RunResults) -> None:
     """Store the comparison in results.extras (the report reads it from there)."""
-    seed = load_seed_report()
-    results.extras["seed_figures"] = figures(results, seed)
-    results.extras["seed_comparison"] = verdicts(results, seed)
+    article = load_article_report()
+    results.extras["article_figures"] = figures(results, article)
+    results.extras["article_comparison"] = verdicts(results, article)
 
 
 def _pct(d: dict[str, Any] | None) -> str:
@@ -309,29 +331,31 @@ def _pct(d: dict[str, Any] | None) -> str:
 
 
 def figures_table(results: RunResults) -> Table:
-    table = Table(title="seed vs this run", header_style="bold", title_justify="left")
-    for column in ("seed row", "our variant", "seed MB", "our MB", "seed %", "our % [95% CI]"):
+    table = Table(title="the article vs this run", header_style="bold", title_justify="left")
+    for column in ("article row", "our variant", "article MB", "our MB", "article %",
+                   "our % [95% CI]"):  # fmt: skip
         table.add_column(column, justify="left" if "row" in column or "variant" in column else "right")
-    for f in results.extras.get("seed_figures", []):
-        if "seed_seconds_per_epoch" in f:
+    for f in results.extras.get("article_figures", []):
+        if "article_seconds_per_epoch" in f:
             ours = f["seconds_per_epoch"]
             ours_text = "-" if not ours else f"{ours['mean']:.1f} s" + (
                 f" [{ours['ci_low']:.1f}, {ours['ci_high']:.1f}]" if ours.get("ci_low") is not None else "")
-            table.add_row(f["label"], f["variant"], "", "", f"{f['seed_seconds_per_epoch']:g} s", ours_text)
+            table.add_row(f["label"], f["variant"], "", "", f"{f['article_seconds_per_epoch']:g} s",
+                          ours_text)  # fmt: skip
             continue
         size = "-" if f["size_mb"] is None else f"{f['size_mb']:.2f}"
-        table.add_row(f["label"], f["variant"], f"{f['seed_size_mb']:g}", size,
-                      f"{f['seed_accuracy_pct']:g}", _pct(f["accuracy"]))  # fmt: skip
+        table.add_row(f["label"], f["variant"], f"{f['article_size_mb']:g}", size,
+                      f"{f['article_accuracy_pct']:g}", _pct(f["accuracy"]))  # fmt: skip
     return table
 
 
 def verdicts_table(results: RunResults) -> Table:
-    table = Table(title="the seed's claims", header_style="bold", title_justify="left")
-    for column in ("claim", "seed", "this run", "verdict", "why"):
+    table = Table(title="the article's claims", header_style="bold", title_justify="left")
+    for column in ("claim", "article", "this run", "verdict", "why"):
         table.add_column(column, overflow="fold")
     colour = {HOLDS: "green", FAILS: "red", UNSURE: "yellow"}
-    for v in results.extras.get("seed_comparison", []):
-        table.add_row(f"({v['key']}) {v['claim']}", v["seed"], v["ours"],
+    for v in results.extras.get("article_comparison", []):
+        table.add_row(f"({v['key']}) {v['claim']}", v["article"], v["ours"],
                       styled(v["verdict"], colour[v["verdict"]]), v["reason"])  # fmt: skip
     return table
 
@@ -339,7 +363,7 @@ def verdicts_table(results: RunResults) -> Table:
 def print_comparison(results: RunResults) -> None:
     from quantbench.console import out
 
-    if results.extras.get("seed_figures"):
+    if results.extras.get("article_figures"):
         out.print(figures_table(results))
-    if results.extras.get("seed_comparison"):
+    if results.extras.get("article_comparison"):
         out.print(verdicts_table(results))
