@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 
@@ -26,8 +27,10 @@ def test_every_entry_parses_round_trips_and_lists_its_parameters(registry, name)
     assert registry.coerce(spec.model_dump()) == spec
     assert set(spec.params) == set(entry.params.model_fields)
     assert entry.description
-    for key in entry.params.model_fields:
+    for key, info in entry.params.model_fields.items():
         assert key in entry.param_help()
+        if typing.get_origin(info.annotation) is typing.Literal:  # the choices, not "Literal"
+            assert "|".join(typing.get_args(info.annotation)) in entry.param_help()
 
 
 @pytest.mark.parametrize("registry", REGISTRIES, ids=lambda r: r.kind)

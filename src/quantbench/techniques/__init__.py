@@ -12,6 +12,7 @@ Specs are data; the text form `NAME:KEY=VALUE:KEY=VALUE` is only how a user type
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -99,7 +100,9 @@ class Technique:
         """`key=default (type)` for each parameter, for listings and --help."""
         items = []
         for key, info in self.params.model_fields.items():
-            kind = getattr(info.annotation, "__name__", None) or str(info.annotation)
+            literal = typing.get_origin(info.annotation) is typing.Literal  # its values, not "Literal"
+            choices = "|".join(map(str, typing.get_args(info.annotation))) if literal else ""
+            kind = choices or getattr(info.annotation, "__name__", None) or str(info.annotation)
             kind = kind.replace("typing.", "")
             items.append(f"{key}={_value_text(info.default)} ({kind})")
         return ", ".join(items)
