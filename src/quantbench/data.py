@@ -336,12 +336,12 @@ def hold_out_search(dataset: Dataset, count: int, seed: int) -> Dataset:
     for i, digest in enumerate(digests):
         groups.setdefault(digest, []).append(i)
     order = list(groups.values())
-    held, count = np.zeros(n, dtype=bool), 0
+    held, moved = np.zeros(n, dtype=bool), 0
     for g in np.random.default_rng([seed, 7]).permutation(len(order)):
-        if count >= take:
+        if moved >= take:
             break
         held[order[g]] = True
-        count += len(order[g])
+        moved += len(order[g])
     summary = dataset.summary.model_copy(update={
         "train_count": int((~held).sum()), "search_count": int(held.sum()),
     })  # fmt: skip
