@@ -19,8 +19,8 @@ def keras_home() -> Path:
 def flowers(image_size: int = 128, max_images_per_class: int | None = None):
     """The real tf_flowers split (validation images are what evaluation scores)."""
     os.environ.setdefault("KERAS_HOME", str(keras_home()))
-    from quantbench.config import DataConfig
-    from quantbench.data import load_dataset
+    from quantbench.core.config import DataConfig
+    from quantbench.ml.data import load_dataset
 
     return load_dataset(DataConfig(image_size=image_size, max_images_per_class=max_images_per_class))
 
@@ -28,9 +28,9 @@ def flowers(image_size: int = 128, max_images_per_class: int | None = None):
 def mobilenet(num_classes: int = 5, image_size: int = 128, alpha: float = 0.35):
     """The default preset's architecture with ImageNet trunk weights (head untrained)."""
     os.environ.setdefault("KERAS_HOME", str(keras_home()))
-    from quantbench.config import ModelConfig
-    from quantbench.model import build_classifier
-    from quantbench.train import seed_everything
+    from quantbench.core.config import ModelConfig
+    from quantbench.ml.model import build_classifier
+    from quantbench.ml.train import seed_everything
 
     seed_everything(0)
     return build_classifier(num_classes, ModelConfig(alpha=alpha), image_size)

@@ -1,7 +1,7 @@
 """Conversion cost: all schemes of one Keras model, quantbench vs one from_keras_model each.
 
 naive = for each scheme, TFLiteConverter.from_keras_model(model) + the scheme's options
-ours  = quantbench.convert.convert_all (one SavedModel export, parallel converter processes)
+ours  = quantbench.techniques.converter.convert_all (one SavedModel export, parallel converter processes)
 Target: ours / naive <= 0.5, with the same model bytes or the same predictions.
 
     python benchmarks/convert_traced_once.py [--schemes float32,dynamic_range,...]
@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from _common import flowers, mobilenet
 
-from quantbench.convert import convert_all
-from quantbench.data import calibration_indices
-from quantbench.evaluate import predict_tflite
-from quantbench.preprocess import Preprocessing
-from quantbench.schemes import DEFAULT_SCHEMES, get_scheme
+from quantbench.techniques.converter import convert_all
+from quantbench.ml.data import calibration_indices
+from quantbench.measure.evaluate import predict_tflite
+from quantbench.ml.preprocess import Preprocessing
+from quantbench.techniques.schemes import SCHEMES
 
 
 def naive(model, schemes, calibration, out: Path) -> float:
@@ -34,14 +34,14 @@ def naive(model, schemes, calibration, out: Path) -> float:
     started = time.perf_counter()
     for name in schemes:
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        get_scheme(name).configure(converter, representative_dataset)
+        SCHEMES.get(name).configure(converter, representative_dataset)
         (out / f"{name}.tflite").write_bytes(converter.convert())
     return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--schemes", default=",".join(DEFAULT_SCHEMES))
+    parser.add_argument("--schemes", default=",".join(SCHEMES.defaults()))
     parser.add_argument("--calibration-images", type=int, default=200)
     args = parser.parse_args()
     schemes = args.schemes.split(",")

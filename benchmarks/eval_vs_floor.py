@@ -3,7 +3,7 @@
 For every scheme, on the real validation split at the same thread count:
   floor     = images x median single-image invoke time (set_tensor + invoke, inputs ready)
   ours      = wall time of one variant's evaluation as `quantbench run` does it: a request to the
-              evaluation worker process (quantbench.evaluate.EvalWorker, started once per run,
+              evaluation worker process (quantbench.measure.evaluate.EvalWorker, started once per run,
               before the rounds) and its scores back, quantization included
   article loop = the article's loop: tf.expand_dims, set_tensor, invoke, get_tensor per image
 Targets: ours / floor <= 1.15 and article / ours >= 1.0, with identical predictions.
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from _common import flowers, median, mobilenet
 
-from quantbench import litert
-from quantbench.config import EvaluateConfig
-from quantbench.convert import convert_all
-from quantbench.data import calibration_indices
-from quantbench.evaluate import EvalWorker
-from quantbench.preprocess import Preprocessing
+from quantbench.measure import litert
+from quantbench.core.config import EvaluateConfig
+from quantbench.techniques.converter import convert_all
+from quantbench.ml.data import calibration_indices
+from quantbench.measure.evaluate import EvalWorker
+from quantbench.ml.preprocess import Preprocessing
 
 
 def floor_seconds(path: Path, inputs: np.ndarray, threads: int) -> float:

@@ -1,8 +1,8 @@
-"""Latency: quantbench.latency.measure vs LiteRT's own benchmark tool, side by side.
+"""Latency: quantbench.measure.latency.measure vs LiteRT's own benchmark tool, side by side.
 
 For every scheme's .tflite, at the same thread count, `--repeats` times, alternating which of
 the two goes first (so drifting load from other processes hits both alike):
-  ours   = quantbench.latency.measure (fresh worker process, real photos cycled, median)
+  ours   = quantbench.measure.latency.measure (fresh worker process, real photos cycled, median)
   litert = `litert-benchmark` (ai_edge_litert.tools.benchmark_litert_model) with the same
            number of warm-up and timed runs; run as its own code with the 2-decimal rounding
            of its JSON turned off (0.01 ms is ~5% of an int8 invoke here)
@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 from _common import keras_home, median, mobilenet
 
-from quantbench import bench, latency
-from quantbench.environment import cpu_model
-from quantbench.preprocess import Preprocessing
+from quantbench.commands import bench
+from quantbench.measure import latency
+from quantbench.core.environment import cpu_model
+from quantbench.ml.preprocess import Preprocessing
 
 IMAGE_SIZE = 128
 # The tool's own code, unchanged except that the JSON keeps full precision.
@@ -58,7 +59,7 @@ def photos(count: int, size: int = IMAGE_SIZE) -> np.ndarray:
 def build_models(out: Path, schemes: list[str]) -> dict[str, Path]:
     import tensorflow as tf
 
-    from quantbench.schemes import SCHEMES
+    from quantbench.techniques.schemes import SCHEMES
 
     model = mobilenet(image_size=IMAGE_SIZE, alpha=0.35)
     calibration = photos(32)
@@ -112,9 +113,9 @@ def main() -> None:
                         help="feed ours random -1..1 inputs, as litert-benchmark does")
     args = parser.parse_args()
 
-    from quantbench.schemes import SCHEMES
+    from quantbench.techniques.schemes import SCHEMES
 
-    wanted = args.schemes.split(",") if args.schemes else list(SCHEMES)
+    wanted = args.schemes.split(",") if args.schemes else SCHEMES.names()
     with tempfile.TemporaryDirectory(prefix="quantbench-latency-bench-") as tmp:
         if args.run_dir:
             paths = {k: v for k, v in run_dir_models(args.run_dir).items()

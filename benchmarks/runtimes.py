@@ -2,8 +2,8 @@
 
 For every scheme's .tflite, at each thread count, `--repeats` times, alternating which runtime
 goes first (drifting load from other processes hits both alike):
-  interpreter = quantbench.latency.measure(..., runtime="interpreter")  (fresh worker process)
-  compiled    = quantbench.latency.measure(..., runtime="compiled")     (fresh worker process)
+  interpreter = quantbench.measure.latency.measure(..., runtime="interpreter")  (fresh worker process)
+  compiled    = quantbench.measure.latency.measure(..., runtime="compiled")     (fresh worker process)
 Prints per scheme and thread count the median over repeats of each runtime's median, their
 ratio, and the most CPU other processes used during any of those figures (busy.py; `*` marks a
 scheme whose figures were flagged busy). Then, on `--images` real photos, whether the two
@@ -32,9 +32,10 @@ import numpy as np
 from _common import keras_home, median
 from latency_vs_litert import build_models, run_dir_models
 
-from quantbench import bench, latency, litert
-from quantbench.preprocess import Preprocessing
-from quantbench.runtimes import open_session
+from quantbench.commands import bench
+from quantbench.measure import latency, litert
+from quantbench.ml.preprocess import Preprocessing
+from quantbench.measure.runtimes import open_session
 
 RUNTIMES = ("interpreter", "compiled")
 
@@ -65,9 +66,9 @@ def main() -> None:
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
 
-    from quantbench.schemes import SCHEMES
+    from quantbench.techniques.schemes import SCHEMES
 
-    wanted = args.schemes.split(",") if args.schemes else list(SCHEMES)
+    wanted = args.schemes.split(",") if args.schemes else SCHEMES.names()
     with tempfile.TemporaryDirectory(prefix="quantbench-runtimes-bench-") as tmp:
         if args.run_dir:
             paths = {k: v for k, v in run_dir_models(args.run_dir).items() if k in wanted}

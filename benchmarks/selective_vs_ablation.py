@@ -4,7 +4,7 @@ On a finished run's trained model (RUN_DIR/model.keras, its config and photos), 
 same base scheme, calibration images, search images (the run's photos held out of training)
 and budget:
 
-- search: quantbench.selective.search (rank by the per-layer analysis, log-spaced search of
+- search: quantbench.techniques.selective.search (rank by the per-layer analysis, log-spaced search of
   the number of worst layers kept in float, candidates converted in parallel workers);
 - ablation: convert and score every quantized op kept in float on its own (N candidates),
   rank the ops by the accuracy that recovers, then add them in that order until the budget
@@ -39,13 +39,13 @@ def main() -> None:
 
     import tf_keras as keras
 
-    from quantbench import atomic, results as results_mod
-    from quantbench.config import RunConfig
-    from quantbench.convert import ConverterPool, export_saved_model
-    from quantbench.data import calibration_indices, load_dataset
-    from quantbench.preprocess import Preprocessing
-    from quantbench.selective import hold_out, score_in_pool, search, search_set
-    from quantbench.techniques.conversions import CONVERSIONS
+    from quantbench.core import atomic, results as results_mod
+    from quantbench.core.config import RunConfig
+    from quantbench.techniques.converter import ConverterPool, export_saved_model
+    from quantbench.ml.data import calibration_indices, load_dataset
+    from quantbench.ml.preprocess import Preprocessing
+    from quantbench.techniques.selective import hold_out, score_in_pool, search, search_set
+    from quantbench.techniques.schemes import SCHEMES
     from quantbench.workers import scratch_dir
 
     results = results_mod.load(args.run_dir)
@@ -58,10 +58,10 @@ def main() -> None:
     picks = calibration_indices(len(dataset.train_images), cfg.convert.calibration_images, cfg.data.split_seed)
     calibration = pre.scale(dataset.train_images[picks])
     ctx = SimpleNamespace(cfg=cfg, dataset=dataset)
-    spec = CONVERSIONS.spec("selective", base=args.base)
-    spec = CONVERSIONS.spec("selective", base=args.base,
-                            search_images=args.search_images or CONVERSIONS.params_of(spec).search_images)
-    images, labels, source = search_set(ctx, CONVERSIONS.params_of(spec).search_images)
+    spec = SCHEMES.spec("selective", base=args.base)
+    spec = SCHEMES.spec("selective", base=args.base,
+                            search_images=args.search_images or SCHEMES.params_of(spec).search_images)
+    images, labels, source = search_set(ctx, SCHEMES.params_of(spec).search_images)
     inputs = pre.scale(images)
     val_inputs = pre.scale(dataset.val_images)
     model = keras.models.load_model(args.run_dir / "model.keras", compile=False)
@@ -79,7 +79,7 @@ def main() -> None:
     nodes = [e.tensor for e in analysis.layers]
 
     def denylisted(names: list[str]) -> dict:
-        return CONVERSIONS.spec("selective", base=args.base, denylist=names).model_dump(mode="json")
+        return SCHEMES.spec("selective", base=args.base, denylist=names).model_dump(mode="json")
 
     def scorer(tmp: Path, pool, saved: Path, calibration_path: Path, images: np.ndarray):
         """Convert candidates and score them in the pool's workers, as the search does."""

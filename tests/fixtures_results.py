@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantbench import results as results_mod
-from quantbench.results import (
+from quantbench.core import results as results_mod
+from quantbench.core.results import (
     DataSummary,
     Environment,
     EpochRecord,
@@ -165,7 +165,7 @@ def make_results(
     if photos:
         add_photos(results)
     if repeats > 1:
-        from quantbench.stats import summarize
+        from quantbench.analysis.stats import summarize
 
         results.extras["summary"] = summarize(results)
     if article_comparison:
@@ -195,8 +195,8 @@ def add_photos(results: RunResults, n: int = 550) -> RunResults:
     right, shifted by the row's index so variants disagree on a few), then scored like a run."""
     import numpy as np
 
-    from quantbench.evaluate import score
-    from quantbench.results import encode_classes
+    from quantbench.measure.evaluate import score
+    from quantbench.core.results import encode_classes
 
     k = len(results.data.classes)
     labels = np.arange(n) % k
@@ -214,4 +214,100 @@ def add_photos(results: RunResults, n: int = 550) -> RunResults:
             v.eval_images = n
             for key, value in s.uncertainty().items():
                 setattr(v, key, value)
+    return results
+
+
+# A default run as it now looks: every scheme on the float model and on its QAT fine-tune, the
+# integer files clustered near 1.3 MB, and all four targets judged for every converted file.
+# variant suffix -> (scheme, policy, size_bytes, accuracy, agreement, latency ms at 1 thread)
+WIDE_ROWS = {
+    "float32": ("float32", "float32 weights and activations", 5_120_000, 0.912, 1.0, 14.2),
+    "dynamic_range": ("dynamic_range", "int8 weights, float activations", 1_330_000, 0.909,
+                      0.988, 11.8),
+    "float16": ("float16", "float16 weights", 2_590_000, 0.912, 0.999, 14.6),
+    "int8": ("int8", "int8 weights and activations, float I/O", 1_352_000, 0.904, 0.971, 6.1),
+    "int8_io": ("int8_io", "int8 everywhere, int8 I/O", 1_347_000, 0.903, 0.969, 5.9),
+    "int16x8": ("int16x8", "int16 activations, int8 weights", 1_371_000, 0.908, 0.985, 61.0),
+    "optimize_for_size": ("optimize_for_size", "deprecated alias of dynamic range", 1_330_400,
+                          0.909, 0.988, 11.9),
+    "optimize_for_latency": ("optimize_for_latency", "deprecated alias of dynamic range",
+                             1_330_800, 0.9085, 0.987, 11.7),
+}  # fmt: skip
+TARGET_NAMES = ("mcu", "edgetpu", "gpu", "integer_only")
+
+
+def targets_for(scheme: str, size_bytes: int, accuracy: float) -> dict:
+    """The four targets' verdicts on a file of this scheme, in the checks' own words."""
+    from quantbench.core.results import TargetResult
+
+    integer = scheme in ("int8", "int8_io")
+    if integer:
+        arena = 322_560 + (size_bytes % 7) * 1024
+        mcu = TargetResult(target="mcu", ok=True, reasons=[
+            f"runs on TFLM in a {arena / 1024:.0f} KiB arena; accuracy {accuracy * 100 - 0.2:.1f}% "
+            "on TFLM's kernels"], figures={"arena_bytes": arena, "accuracy": accuracy - 0.002,
+                                           "agreement_litert": 0.996})  # fmt: skip
+    elif scheme == "int16x8":
+        mcu = TargetResult(target="mcu", ok=None, reasons=[
+            "TFLM worker timed out after 900 s (int16x8 reference kernels)"])
+    elif scheme in ("float32", "float16"):
+        mcu = TargetResult(target="mcu", ok=False, reasons=[
+            f"model {size_bytes / 1024:.0f} KiB > flash budget 1024 KiB",
+            "TFLM: float models run, but 4x the arena: arena 1410 KiB > RAM budget 512 KiB"])
+    else:
+        mcu = TargetResult(target="mcu", ok=False, reasons=[
+            "TFLM: Hybrid models are not supported on TFLite Micro."])
+    if integer:
+        edgetpu = TargetResult(target="edgetpu", ok=True, reasons=[
+            "meets the published requirements; QUANTIZE x1, DEQUANTIZE x1 at the edges"])
+    else:
+        edgetpu = TargetResult(target="edgetpu", ok=False, reasons=[
+            "not fully 8-bit: float ops CONV_2D x35, DEPTHWISE_CONV_2D x17, ADD x10, MEAN x1",
+            "tensors of type float32 (the Edge TPU takes 8-bit integers)"])
+    gpu = (TargetResult(target="gpu", ok=True, reasons=["all 66 ops run on the GPU delegate"])
+           if scheme in ("float32", "float16") else
+           TargetResult(target="gpu", ok=False, reasons=[
+               "GPU delegate: 35 ops fall back to the CPU (CONV_2D: Not supported op type "
+               "with quantized weights)"]))  # fmt: skip
+    integer_only = (TargetResult(target="integer_only", ok=True, reasons=[
+        "integer only; 1 quantize and 1 dequantize at the edges"]) if integer or
+        scheme == "int16x8" else TargetResult(target="integer_only", ok=False, reasons=[
+            "66 float ops: CONV_2D x35, DEPTHWISE_CONV_2D x17, ADD x10, MEAN x1, ...",
+            "131 float tensors between ops"]))  # fmt: skip
+    return {"mcu": mcu, "edgetpu": edgetpu, "gpu": gpu, "integer_only": integer_only}
+
+
+def make_wide_results(name: str = "flowers-default", photos: bool = True) -> RunResults:
+    """A default-preset-shaped run: 16 converted files (8 schemes x float and qat_finetune),
+    two Keras rows, every file judged on mcu, edgetpu, gpu and integer_only; long names,
+    and most points within a few hundredths of a MB of 1.3 MB."""
+    results = make_results(name=name, failed=False, qat=False, photos=False)
+    keep = [v for v in results.variants if v.kind == "keras"]
+    results.variants = keep
+    results.training.append(TrainingResult(name="qat_finetune", recipe="finetune", seed=1,
+                                           repeat=0, epochs=epochs(2, 0.8, 30.0),
+                                           total_seconds=78.0, train_images=3120))  # fmt: skip
+    results.variants.append(VariantResult(
+        variant="qat_finetune", source="qat_finetune", kind="keras", policy="Keras QAT model",
+        path="qat_finetune.keras", size_bytes=5_600_000, accuracy=0.915, agreement=0.98,
+        eval_images=550, per_class_accuracy={c: 0.915 for c in FLOWERS},
+        confusion=confusion(FLOWERS, 0.915)))  # fmt: skip
+    for source, offset in (("float", 0.0), ("qat_finetune", 0.004)):
+        for suffix, (scheme, policy, size, acc, agree, ms) in WIDE_ROWS.items():
+            variant = suffix if source == "float" else f"{source}_{suffix}"
+            acc = min(0.999, acc + offset)
+            row = VariantResult(
+                variant=variant, source=source, scheme=scheme, policy=policy, repeat=0,
+                path=f"{variant}.tflite", size_bytes=size + (2_000 if offset else 0),
+                convert_seconds=3.2, accuracy=acc, agreement=agree, eval_images=550,
+                input_dtype="int8" if scheme == "int8_io" else "float32",
+                latency=latency(ms * (1.02 if offset else 1.0)),
+                per_class_accuracy={c: max(0.0, acc - 0.02 * k) for k, c in enumerate(FLOWERS)},
+                confusion=confusion(FLOWERS, acc),
+            )  # fmt: skip
+            row.targets = targets_for(scheme, row.size_bytes, acc)
+            results.variants.append(row)
+    results.config["targets"] = {"mcu_ram": 512 * 1024, "mcu_flash": 1024 * 1024}
+    if photos:
+        add_photos(results)
     return results

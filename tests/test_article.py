@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from quantbench import article, stats
-from quantbench.results import EpochRecord, RunResults, TrainingResult, VariantResult
+from quantbench.analysis import article, stats
+from quantbench.core.results import EpochRecord, RunResults, TrainingResult, VariantResult
 
 
 def make_results(float_acc, dynamic_acc, qat_acc, alias_acc=None, epoch_seconds=(10.0, 22.0),
@@ -131,7 +131,9 @@ def test_attach_stores_json_ready_extras_and_prints(capsys):
     figures = {f["label"]: f for f in results.extras["article_figures"]}
     assert figures["float model"]["accuracy"]["mean"] == pytest.approx(0.855)
     assert results.extras["summary"]["float32"]["accuracy"]["n"] == 2
-    article.print_comparison(results)
+    from quantbench.present.sections import print_comparison
+
+    print_comparison(results)
     out = capsys.readouterr().out
     assert "the article vs this run" in out and "does not hold" in out
 

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from quantbench import cli
-from quantbench.config import DataConfig
-from quantbench.preprocess import UnreadableImage, load_image
+from quantbench.core.config import DataConfig
+from quantbench.ml.preprocess import UnreadableImage, load_image
 from tests.conftest import make_image_folder
 
 # --- helpers ------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_sixteen_bit_gradient_stays_a_gradient(tmp_path):
 
 def test_hsv_and_premultiplied_modes_convert(tmp_path):
     """Modes no file format stores, straight through the conversion."""
-    from quantbench.preprocess import _to_rgb
+    from quantbench.ml.preprocess import _to_rgb
 
     assert _to_rgb(Image.new("HSV", (2, 2), (85, 255, 255))).getpixel((0, 0)) == (0, 255, 0)
     assert _to_rgb(Image.new("RGBa", (2, 2), (100, 50, 20, 255))).getpixel((0, 0)) == (100, 50, 20)
@@ -196,8 +196,8 @@ def nasty_folder(root: Path) -> Path:
 
 
 def test_data_folder_faults_are_skipped_and_counted(tmp_path):
-    from quantbench.data import load_dataset
-    from quantbench.results import RunResults, load, save
+    from quantbench.ml.data import load_dataset
+    from quantbench.core.results import RunResults, load, save
 
     root = nasty_folder(tmp_path / "photos")
     data = load_dataset(DataConfig(dir=root, image_size=32, validation_split=0.3))
@@ -218,7 +218,7 @@ def test_data_folder_faults_are_skipped_and_counted(tmp_path):
 
 
 def test_links_that_lead_outside_the_folder_are_followed(tmp_path):
-    from quantbench.data import load_dataset
+    from quantbench.ml.data import load_dataset
 
     root = make_image_folder(tmp_path / "photos", classes=("a", "b"), per_class=4, size=16)
     library = make_image_folder(tmp_path / "library", classes=("c",), per_class=3, size=16)
@@ -229,8 +229,8 @@ def test_links_that_lead_outside_the_folder_are_followed(tmp_path):
 
 
 def test_latency_inputs_skip_hidden_folders(tmp_path):
-    from quantbench.bench import load_inputs
-    from quantbench.preprocess import Preprocessing
+    from quantbench.commands.bench import load_inputs
+    from quantbench.ml.preprocess import Preprocessing
 
     root = tmp_path / "photos"
     (root / "a" / ".ipynb_checkpoints").mkdir(parents=True)
@@ -242,7 +242,7 @@ def test_latency_inputs_skip_hidden_folders(tmp_path):
 
 def test_undecodable_strings_anywhere_in_results_are_escaped_not_fatal(tmp_path):
     """A name that reached results without errors.displayable still leaves a valid file."""
-    from quantbench.results import RunResults, load, save
+    from quantbench.core.results import RunResults, load, save
 
     results = RunResults(name=os.fsdecode(b"run\xff"), created="now",
                          config={"data": {"dir": os.fsdecode(b"/x/\xe9")}})  # fmt: skip
@@ -253,11 +253,11 @@ def test_undecodable_strings_anywhere_in_results_are_escaped_not_fatal(tmp_path)
 
 def test_markup_in_every_printed_name_prints_as_itself(capsys):
     """Every print site with user strings: the table, notes, recommendation, training table."""
-    from quantbench import console
-    from quantbench.qat import training_table
-    from quantbench.recommend import attach, print_recommendation
-    from quantbench.results import RunResults, TrainingResult, VariantResult
-    from quantbench.table import print_results
+    from quantbench.present import console
+    from quantbench.analysis.recommend import attach
+    from quantbench.present.sections import print_recommendation, training_table
+    from quantbench.core.results import RunResults, TrainingResult, VariantResult
+    from quantbench.present.table import print_results
 
     evil = "[/x][bold]"
     results = RunResults(name=f"run{evil}", created="now", variants=[
@@ -297,7 +297,7 @@ def photos(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finished_run(tiny_model, photos, tmp_path_factory) -> Path:
     """A real quantize run (float32 only): the results file the report/compare rows damage."""
-    from quantbench.quantize import quantize
+    from quantbench.api import quantize
 
     out = tmp_path_factory.mktemp("finished")
     _, run_dir = quantize(str(tiny_model), data=photos, schemes="float32", threads=1,
@@ -408,8 +408,8 @@ def test_machine_errors_say_so_and_name_the_path(failing, error, tiny_model, pho
 
 
 def test_full_disk_in_the_converter_is_not_a_conversion_failure():
-    from quantbench.convert import _stop_if_disk_full
-    from quantbench.errors import MachineError
+    from quantbench.techniques.converter import _stop_if_disk_full
+    from quantbench.core.errors import MachineError
 
     outcomes = {"float32": (1.0, None),
                 "int8": (1.0, "OSError: [Errno 28] No space left on device: '/tmp/x/int8.tflite'")}

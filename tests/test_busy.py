@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from quantbench import busy, latency
-from quantbench.results import LatencyResult
+from quantbench.measure import busy, latency
+from quantbench.core.results import LatencyResult
 from tests.test_latency import SIZE
 
 # Long enough that /proc/stat's 10 ms ticks are noise (+-0.02 cores), short enough for a test.
@@ -92,7 +92,7 @@ def test_a_figure_taken_beside_cpu_burners_is_flagged(tiny_models, images):
         _stop(procs)
     assert r.other_cpu is not None and r.other_cpu >= 0.5
     assert r.busy
-    from quantbench.explain import busy_notes
+    from quantbench.measure.explain import busy_notes
 
     assert "busy machine: 1 of 1 latency figures (2t interpreter" in busy_notes([r])[0]
 
@@ -138,8 +138,8 @@ def test_the_figures_own_threads_are_not_counted_as_others(tiny_models, images, 
 
 
 def test_recommendation_and_report_say_when_they_rest_on_busy_figures():
-    from quantbench import recommend
-    from quantbench.config import RecommendConfig
+    from quantbench.analysis import recommend
+    from quantbench.core.config import RecommendConfig
     from quantbench.report import render
     from tests.fixtures_results import make_results
 
@@ -158,7 +158,7 @@ def test_recommendation_and_report_say_when_they_rest_on_busy_figures():
     import csv
     import io
 
-    from quantbench.results import to_csv
+    from quantbench.core.results import to_csv
 
     rows = {r["variant"]: r for r in csv.DictReader(io.StringIO(to_csv(results)))}
     assert rows["int8"]["latency_busy"] == "True" and rows["float32"]["latency_busy"] == "False"
@@ -169,10 +169,10 @@ def test_a_run_measures_its_busy_figures_again_at_the_end(tiny_models, tmp_path,
     quiet, the quieter one is kept, stored under the same key and explained in the notes."""
     from types import SimpleNamespace
 
-    from quantbench import stages
-    from quantbench.config import EvaluateConfig
-    from quantbench.execute import Resources
-    from quantbench.results import RunResults, VariantResult
+    from quantbench.engine import stages
+    from quantbench.core.config import EvaluateConfig
+    from quantbench.engine.executor import Resources
+    from quantbench.core.results import RunResults, VariantResult
 
     path = tmp_path / "int8.tflite"
     path.write_bytes(tiny_models["int8"].read_bytes())

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantbench.check import binomial_tail, check_preprocessing, mcnemar_p, sample
-from quantbench.preprocess import Preprocessing
+from quantbench.ml.check import binomial_tail, check_preprocessing, mcnemar_p, sample
+from quantbench.ml.preprocess import Preprocessing
 
 # Classes told apart by colour (red vs blue: swapping channels confuses them) and by
 # brightness (dark vs light grey: 0..1 instead of -1..1 moves every pixel up).
@@ -33,7 +33,7 @@ def train_sensitive_model(photos: Path, size: int = 24):
     """A small CNN trained on -1..1 RGB inputs (the sorted folder order is its class order)."""
     import tf_keras as keras
 
-    from quantbench.preprocess import load_image
+    from quantbench.ml.preprocess import load_image
 
     keras.utils.set_random_seed(0)
     classes = sorted(SENSITIVE_CLASSES)

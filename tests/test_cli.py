@@ -84,11 +84,11 @@ def test_verbose_shows_traceback():
 
 
 def test_schemes_lists_every_scheme():
-    from quantbench.schemes import SCHEMES
+    from quantbench.techniques.schemes import SCHEMES
 
     done = quantbench("schemes")
     assert done.returncode == 0
-    for name in SCHEMES:
+    for name in SCHEMES.names():
         assert name in done.stdout
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantbench.config import resolve
-from quantbench.data import load_dataset
-from quantbench.preprocess import Preprocessing
+from quantbench.engine.configure import resolve
+from quantbench.ml.data import load_dataset
+from quantbench.ml.preprocess import Preprocessing
 from quantbench.techniques.transforms import TRANSFORMS, TrainJob
 from tests.conftest import make_image_folder
 from tests.test_qat import SIZE, flat_bn_classifier
@@ -17,7 +17,7 @@ from tests.test_qat import SIZE, flat_bn_classifier
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    from quantbench.train import fit
+    from quantbench.ml.train import fit
 
     folder = make_image_folder(tmp_path_factory.mktemp("compress") / "photos", per_class=16, size=40)
     cfg = resolve("smoke", overrides={"data.dir": str(folder), "data.image_size": SIZE,
@@ -70,7 +70,7 @@ def test_cluster_leaves_at_most_k_values_per_kernel(job):
 
 @pytest.mark.parametrize("kind", ["pqat", "cqat", "pcqat"])
 def test_preserving_qat_keeps_structure_and_rewrap_is_the_same_function(job, kind, monkeypatch):
-    from quantbench import compress
+    from quantbench.ml import compress
 
     job, model = job
     params = {"pqat": {"sparsity": 0.5}, "cqat": {"clusters": 6},
@@ -107,7 +107,7 @@ def test_preserving_qat_keeps_structure_and_rewrap_is_the_same_function(job, kin
 
 
 def test_plan_puts_the_step_a_preserving_qat_continues_before_it():
-    from quantbench.plan import models_of, plan
+    from quantbench.engine.plan import models_of, plan
 
     cfg = resolve("smoke", overrides={"transforms": "prune,pqat,pcqat:clusters=8",
                                       "convert.transform_schemes": ["int8"]})  # fmt: skip
@@ -132,13 +132,13 @@ def _convert(model, scheme: str, tmp_path):
 def _convert_at(model, scheme: str, tmp_path, size: int):
     import tensorflow as tf
 
-    from quantbench.techniques.conversions import CONVERSIONS
+    from quantbench.techniques.schemes import SCHEMES
 
     rng = np.random.default_rng(0)
     calibration = rng.uniform(-1, 1, (8, size, size, 3)).astype(np.float32)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    CONVERSIONS.get(scheme).configure(converter, lambda: ([image[None]] for image in calibration),
-                                      CONVERSIONS.params_of(CONVERSIONS.spec(scheme)))  # fmt: skip
+    SCHEMES.get(scheme).configure(converter, lambda: ([image[None]] for image in calibration),
+                                      SCHEMES.params_of(SCHEMES.spec(scheme)))  # fmt: skip
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / f"{scheme}.tflite"
     path.write_bytes(converter.convert())
@@ -164,7 +164,7 @@ def _structured(sparsity: float, clusters: int):
 
 
 def test_file_contents_match_the_kernels_zeros_and_values(tmp_path):
-    from quantbench import filestats
+    from quantbench.measure import filestats
 
     model = _structured(sparsity=0.5, clusters=5)
     kernels = _kernels(model)
@@ -182,7 +182,7 @@ def test_file_contents_match_the_kernels_zeros_and_values(tmp_path):
 
 
 def test_gzip_size_rewards_zeros_and_shared_values(tmp_path):
-    from quantbench import filestats
+    from quantbench.measure import filestats
 
     plain = _convert(flat_bn_classifier(3), "float32", tmp_path / "a")
     structured = _convert(_structured(0.5, 5), "float32", tmp_path / "b")
@@ -192,7 +192,7 @@ def test_gzip_size_rewards_zeros_and_shared_values(tmp_path):
 
 
 def _results_for_recommendation():
-    from quantbench.results import RunResults, VariantResult
+    from quantbench.core.results import RunResults, VariantResult
 
     rows = [VariantResult(variant="keras_float", policy="Keras", kind="keras", accuracy=0.85)]
     for name, size, gz, acc in [("int8", 1_000_000, 800_000, 0.85),
@@ -204,8 +204,8 @@ def _results_for_recommendation():
 
 
 def test_recommendation_by_gzip_size_and_its_limit():
-    from quantbench.config import RecommendConfig
-    from quantbench.recommend import recommend
+    from quantbench.core.config import RecommendConfig
+    from quantbench.analysis.recommend import recommend
 
     results = _results_for_recommendation()
     by_size = recommend(results, RecommendConfig(confidence="estimate"))
@@ -218,8 +218,8 @@ def test_recommendation_by_gzip_size_and_its_limit():
 
 
 def test_storage_note_says_sparsity_does_not_speed_up_litert():
-    from quantbench.explain import storage_notes
-    from quantbench.results import WeightStats
+    from quantbench.measure.explain import storage_notes
+    from quantbench.core.results import WeightStats
 
     sparse = WeightStats(sparsity=0.5, max_unique=255, max_unique_per_channel=200)
     notes = storage_notes(sparse, 10.2, "int8", 10.0)
@@ -235,9 +235,9 @@ def test_prune_and_cluster_on_real_photos(flowers_dir, real_keras_home, tmp_path
     """MobileNetV2 (alpha 0.35, 64 px) on a few real photos per class: pruned to 50% and
     clustered to 16 values, both converted; the files hold what was asked (sparsity within 2
     points of the target, <= 16 values per channel before int8 rounding) and gzip smaller."""
-    from quantbench import filestats
-    from quantbench.model import build_classifier
-    from quantbench.train import fit
+    from quantbench.measure import filestats
+    from quantbench.ml.model import build_classifier
+    from quantbench.ml.train import fit
 
     monkeypatch.setenv("KERAS_HOME", str(real_keras_home))
     cfg = resolve("smoke", overrides={"data.dir": str(flowers_dir), "data.image_size": 64,

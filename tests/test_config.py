@@ -1,8 +1,8 @@
 import pytest
 
-from quantbench import config
-from quantbench.errors import ConfigError
-from quantbench.schemes import DEFAULT_SCHEMES
+from quantbench.engine import configure as config
+from quantbench.core.errors import ConfigError
+from quantbench.techniques.schemes import SCHEMES
 
 
 def test_presets_resolve_with_their_values():
@@ -15,7 +15,7 @@ def test_presets_resolve_with_their_values():
     default = config.resolve("default")
     assert (default.model.alpha, default.data.image_size, default.train.mode) == (0.35, 128, "full")
     assert config.resolve("smoke").data.max_images_per_class is not None
-    assert default.convert.scheme_names() == list(DEFAULT_SCHEMES)
+    assert default.convert.scheme_names() == list(SCHEMES.defaults())
 
 
 def test_the_seed_preset_is_read_as_article(tmp_path):
@@ -95,7 +95,7 @@ def test_training_seeds_follow_repeats_or_explicit_seeds():
 def test_atomic_writes_get_the_umask_permissions_not_mkstemps_private_ones(tmp_path):
     import os
 
-    from quantbench import atomic
+    from quantbench.core import atomic
 
     previous = os.umask(0o022)
     try:

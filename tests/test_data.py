@@ -3,9 +3,9 @@ import shutil
 import numpy as np
 import pytest
 
-from quantbench import data, preprocess
-from quantbench.config import DataConfig
-from quantbench.errors import DataError
+from quantbench.ml import data, preprocess
+from quantbench.core.config import DataConfig
+from quantbench.core.errors import DataError
 from tests.conftest import make_image_folder
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from quantbench import litert
-from quantbench.convert import convert_all
-from quantbench.evaluate import predict_tflite, score
+from quantbench.measure import litert
+from quantbench.techniques.converter import convert_all
+from quantbench.measure.evaluate import predict_tflite, score
 from tests.conftest import tiny_classifier
 
 
@@ -77,7 +77,7 @@ def int16x8_file(tmp_path_factory):
 
 
 def test_undelegated_model_is_scored_in_slices_one_interpreter_per_thread(int16x8_file, monkeypatch):
-    from quantbench import evaluate
+    from quantbench.measure import evaluate
 
     opened = []
     real_open = litert.open_interpreter
@@ -93,7 +93,7 @@ def test_undelegated_model_is_scored_in_slices_one_interpreter_per_thread(int16x
 
 @pytest.mark.parametrize("scheme", ["float32", "int8"])  # int8: only SOFTMAX stays outside XNNPACK
 def test_delegated_convolutions_keep_one_interpreter(tflite_files, scheme, monkeypatch):
-    from quantbench import evaluate
+    from quantbench.measure import evaluate
 
     opened = []
     real_open = litert.open_interpreter
@@ -108,7 +108,7 @@ def test_worker_scores_like_in_process_and_survives_a_crash_and_a_hang(
     tflite_files, tmp_path, monkeypatch, worker_ops
 ):
     # worker_ops: a model named crash.tflite segfaults the worker, hang.tflite hangs it.
-    from quantbench import evaluate
+    from quantbench.measure import evaluate
 
     inputs = np.random.default_rng(4).uniform(-1, 1, (21, 24, 24, 3)).astype(np.float32)
     with evaluate.EvalWorker(inputs) as worker:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from quantbench import explain
-from quantbench.results import LatencyResult
+from quantbench.measure import explain
+from quantbench.core.results import LatencyResult
 
 
 def figure(threads=1, delegate="xnnpack", median=1.0, runs=50, capped=False, cpu=None):
@@ -65,7 +65,7 @@ def test_unoptimized_qat_model_shows_fake_quant_pairs(tiny_models):
 
 
 def test_delegated_ops_matches_the_summary(tiny_models):
-    from quantbench import litert
+    from quantbench.measure import litert
 
     for name in ("float32", "dynamic_range", "int8", "int16x8"):
         interpreter = litert.open_interpreter(tiny_models[name], threads=1)
@@ -109,7 +109,7 @@ def test_dataflow_walk_agrees_with_one_delegate_node_per_op(tiny_models, scheme)
     independent count of what XNNPACK took, which the dataflow walk must reproduce."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from quantbench import litert
+    from quantbench.measure import litert
 
     unfused = Interpreter(model_path=str(tiny_models[scheme]), num_threads=1,
                           experimental_disable_delegate_node_fusion=True)  # fmt: skip

@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from quantbench import article, intervals
-from quantbench.config import RecommendConfig
-from quantbench.evaluate import score
-from quantbench.recommend import recommend
-from quantbench.results import (
+from quantbench.analysis import article, intervals
+from quantbench.core.config import RecommendConfig
+from quantbench.measure.evaluate import score
+from quantbench.analysis.recommend import recommend
+from quantbench.core.results import (
     DataSummary,
     RunResults,
     VariantResult,
@@ -218,7 +218,7 @@ def test_csv_has_the_intervals():
 
 def test_report_and_table_show_photo_intervals_for_a_single_run():
     from quantbench.report import render
-    from quantbench.table import results_table, uncertainty_lines
+    from quantbench.present.table import results_table, uncertainty_lines
     from tests.fixtures_results import make_results
 
     results = make_results(photos=True)
@@ -243,8 +243,8 @@ def test_report_and_table_show_photo_intervals_for_a_single_run():
 
 
 def test_repeats_report_both_sources_of_variation():
-    from quantbench.stats import summarize
-    from quantbench.table import uncertainty_lines
+    from quantbench.analysis.stats import summarize
+    from quantbench.present.table import uncertainty_lines
     from tests.fixtures_results import make_results
 
     results = make_results(repeats=3, photos=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantbench import bridge, loader
-from quantbench.config import DataConfig
-from quantbench.errors import ModelError
+from quantbench.ml import bridge, loader
+from quantbench.core.config import DataConfig
+from quantbench.core.errors import ModelError
 from tests import keras3_models as k3
 from tests.conftest import make_image_folder
 from tests.test_cli import quantbench
@@ -28,8 +28,8 @@ def photos(tmp_path_factory) -> Path:
 
 def _scaled(photos: Path, size: int, split: str = "all"):
     """(images scaled -1..1, labels) of load_dataset's split, as quantize sees them."""
-    from quantbench.data import load_dataset
-    from quantbench.preprocess import Preprocessing
+    from quantbench.ml.data import load_dataset
+    from quantbench.ml.preprocess import Preprocessing
 
     data = load_dataset(DataConfig(dir=photos, image_size=size))
     if split == "val":
@@ -207,8 +207,8 @@ def test_api_in_memory_keras3_model_whose_layer_the_bridge_cannot_translate(phot
 def test_real_flowers_keras3_mobilenet_v2_with_qat(real_keras_home, flowers_dir, tmp_path):
     """Keras 3's MobileNetV2 0.35 from the shared ImageNet weights, its head trained one epoch on
     a few real photos, saved as .keras: converted, and QAT-trained through the bridge."""
-    from quantbench.data import load_dataset
-    from quantbench.preprocess import Preprocessing
+    from quantbench.ml.data import load_dataset
+    from quantbench.ml.preprocess import Preprocessing
 
     size, per_class = 96, 30
     weights = real_keras_home / "models" / WEIGHTS

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantbench import bench, latency
-from quantbench.errors import ConfigError, QuantbenchError
-from quantbench.preprocess import Preprocessing, load_image
+from quantbench.commands import bench
+from quantbench.measure import latency
+from quantbench.core.errors import ConfigError, QuantbenchError
+from quantbench.ml.preprocess import Preprocessing, load_image
 
 SIZE = 32
 SCHEMES_BUILT = ("float32", "dynamic_range", "float16", "int8", "int8_io", "int16x8")
@@ -50,7 +51,7 @@ def build_tiny_models() -> dict[str, Path]:
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
 
-    from quantbench.schemes import SCHEMES
+    from quantbench.techniques.schemes import SCHEMES
 
     out = Path(tempfile.mkdtemp(prefix="quantbench-test-tflite-"))
     model = _tiny_cnn()
@@ -127,7 +128,7 @@ def test_every_kind_of_model_is_measured(tiny_models, images, scheme):
 
 
 def test_inputs_are_cycled_and_quantized(tiny_models, images, monkeypatch):
-    from quantbench import litert
+    from quantbench.measure import litert
 
     seen = []
     real = litert.quantize_input
@@ -156,7 +157,7 @@ def test_random_inputs_span_the_input_range(tiny_models):
     assert floats.shape == (4, SIZE, SIZE, 3) and floats.dtype == np.float32
     assert floats.min() >= 0.0 and floats.max() <= 1.0 and floats.std() > 0
     ints = bench.random_inputs(tiny_models["int8_io"], count=4)
-    from quantbench import litert
+    from quantbench.measure import litert
 
     detail = litert.open_interpreter(tiny_models["int8_io"], 1).get_input_details()[0]
     q = litert.quantize_input(ints, detail)

@@ -8,8 +8,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from quantbench import loader
-from quantbench.errors import ModelError
+from quantbench.ml import loader
+from quantbench.core.errors import ModelError
 from tests.conftest import tiny_classifier
 
 

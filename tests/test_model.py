@@ -1,8 +1,8 @@
 import pytest
 
-from quantbench.config import ModelConfig
-from quantbench.errors import ModelError
-from quantbench.model import build_classifier, freeze_base, imagenet_weights_file, resolve_weights
+from quantbench.core.config import ModelConfig
+from quantbench.core.errors import ModelError
+from quantbench.ml.model import build_classifier, freeze_base, imagenet_weights_file, resolve_weights
 
 
 def test_weights_file_name_is_the_keras_one():
@@ -13,7 +13,7 @@ def test_weights_file_name_is_the_keras_one():
 def test_missing_weights_offline_say_which_file_and_where(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    import quantbench.model as model_mod
+    import quantbench.ml.model as model_mod
 
     monkeypatch.setattr(model_mod, "WEIGHTS_ORIGIN", "http://127.0.0.1:9/")
     with pytest.raises(ModelError) as info:

@@ -7,13 +7,14 @@ import typing
 
 import pytest
 
-from quantbench import config, results as results_mod
-from quantbench.errors import ConfigError
-from quantbench.plan import ModelSpec, VariantSpec, models_of, plan
-from quantbench.techniques.conversions import CONVERSIONS
+from quantbench.core import results as results_mod
+from quantbench.engine import configure as config
+from quantbench.core.errors import ConfigError
+from quantbench.engine.plan import ModelSpec, VariantSpec, models_of, plan
+from quantbench.techniques.schemes import SCHEMES
 from quantbench.techniques.transforms import TRANSFORMS
 
-REGISTRIES = [CONVERSIONS, TRANSFORMS]
+REGISTRIES = [SCHEMES, TRANSFORMS]
 ENTRIES = [(r, e.name) for r in REGISTRIES for e in r]
 
 
@@ -56,19 +57,19 @@ def test_parameters_are_typed_and_validated():
 
 def test_variant_ids_are_stable_and_names_derive_from_the_spec():
     qat = TRANSFORMS.spec("qat")
-    spec = VariantSpec(transforms=(qat,), conversion=CONVERSIONS.spec("int8"))
+    spec = VariantSpec(transforms=(qat,), scheme=SCHEMES.spec("int8"))
     assert spec.name == "qat_finetune_int8" and spec.source == "qat_finetune"
-    assert VariantSpec(conversion=CONVERSIONS.spec("int8")).name == "int8"
+    assert VariantSpec(scheme=SCHEMES.spec("int8")).name == "int8"
     assert VariantSpec().name == "keras_float"
     assert VariantSpec(transforms=(qat,)).name == "keras_qat_finetune"
     # The id is a hash of the spec: equal specs, equal ids; any change, another id.
     again = VariantSpec.model_validate(json.loads(spec.model_dump_json()))
     assert again.id == spec.id and len(spec.id) == 16
-    assert VariantSpec(transforms=(qat,), conversion=CONVERSIONS.spec("int8"), repeat=1).id != spec.id
-    other = VariantSpec(transforms=(TRANSFORMS.spec("qat", epochs=3),), conversion=CONVERSIONS.spec("int8"))
+    assert VariantSpec(transforms=(qat,), scheme=SCHEMES.spec("int8"), repeat=1).id != spec.id
+    other = VariantSpec(transforms=(TRANSFORMS.spec("qat", epochs=3),), scheme=SCHEMES.spec("int8"))
     assert other.id != spec.id and other.name == spec.name
     # Pinned: the same spec hashes the same in every version (ids name cached products).
-    assert VariantSpec(conversion=CONVERSIONS.spec("float32")).id == "26c6070b19f97760"
+    assert VariantSpec(scheme=SCHEMES.spec("float32")).id == "26c6070b19f97760"
 
 
 def test_selective_variants_of_different_bases_and_budgets_get_their_own_names():
@@ -138,13 +139,13 @@ def test_a_run_measured_with_recipe_seed_resumes_onto_todays_ids(tmp_path):
     """A version-2 results file from before the rename: its QAT rows say recipe `seed`, their
     ids and recorded models hash that. Reopened, they take the ids the plan has now and keep
     the names they were measured under."""
-    from quantbench.results import RunResults, VariantResult
-    from quantbench.runner import reopen
+    from quantbench.core.results import RunResults, VariantResult
+    from quantbench.engine.run import reopen
     from quantbench.techniques import TechniqueSpec
 
     old_qat = TechniqueSpec(name="qat", params={"recipe": "seed", "epochs": None,
                                                 "learning_rate": None})  # fmt: skip
-    old = VariantSpec(transforms=(old_qat,), conversion=CONVERSIONS.spec("int8"))
+    old = VariantSpec(transforms=(old_qat,), scheme=SCHEMES.spec("int8"))
     row = VariantResult(id=old.id, spec=old, variant="qat_seed_int8", source="qat_seed",
                         scheme="int8", policy="p")
     results = RunResults(name="t", created="now", models={old.model.id: "model-key"}, variants=[row])
@@ -174,7 +175,7 @@ def test_version_1_results_read_with_specs(tmp_path):
 
 
 def test_results_files_that_are_not_results_are_one_clear_error(tmp_path):
-    from quantbench.errors import QuantbenchError
+    from quantbench.core.errors import QuantbenchError
 
     (tmp_path / "results.json").write_text("[1, 2]")
     with pytest.raises(QuantbenchError) as info:

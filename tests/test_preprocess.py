@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from quantbench.preprocess import Preprocessing, UnreadableImage, load_image
+from quantbench.ml.preprocess import Preprocessing, UnreadableImage, load_image
 
 
 def test_scalings_map_pixel_extremes():

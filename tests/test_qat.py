@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from quantbench import qat
-from quantbench.config import resolve
-from quantbench.data import load_dataset
-from quantbench.preprocess import Preprocessing
+from quantbench.ml import qat
+from quantbench.engine.configure import resolve
+from quantbench.ml.data import load_dataset
+from quantbench.ml.preprocess import Preprocessing
 from tests.conftest import make_image_folder
 
 SIZE = 32
@@ -121,9 +121,9 @@ def tiny_run(tmp_path_factory):
     60 validation images (20 per class): with the 6 this scored before, one image was 17 points
     and the int8-tracks-float test failed 1 run in 3. 10 float epochs: after 2 (6 steps) the
     unseeded float model scored 0/6 or 4/6 in 3 of 6 runs, i.e. there was little to track."""
-    from quantbench import runner, stages
-    from quantbench.execute import BaseSource, Resources
-    from quantbench.train import fit, seed_everything
+    from quantbench.engine import run as runner, stages
+    from quantbench.engine.executor import BaseSource, Resources
+    from quantbench.ml.train import fit, seed_everything
 
     seed = TINY_RUN_SEED
     root = tmp_path_factory.mktemp("qat")
@@ -237,10 +237,10 @@ def test_finetune_recipe_on_real_photos(flowers_dir, real_keras_home, tmp_path, 
     """Real tf_flowers photos (64 px, a few per class): the projections exceed +/-6, the
     warm-up makes the wrapped model agree with the float one before any QAT step, and the
     fine-tuned QAT model converts to int8 that agrees with its Keras twin."""
-    from quantbench.convert import convert_all
-    from quantbench.evaluate import predict_tflite
-    from quantbench.model import build_classifier
-    from quantbench.train import fit, predict_keras
+    from quantbench.techniques.converter import convert_all
+    from quantbench.measure.evaluate import predict_tflite
+    from quantbench.ml.model import build_classifier
+    from quantbench.ml.train import fit, predict_keras
 
     monkeypatch.setenv("KERAS_HOME", str(real_keras_home))
     cfg = resolve("smoke", overrides={

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from quantbench import cli
-from quantbench.config import DataConfig
+from quantbench.core.config import DataConfig
 from tests.conftest import make_image_folder
 from tests.test_check import SENSITIVE_CLASSES, make_sensitive_folder, train_sensitive_model
 from tests.test_cli import assert_clean_error, quantbench
@@ -29,8 +29,8 @@ def _fit(model, photos: Path, size: int, epochs: int = 20):
     """Fit on every image of `photos` (sorted folder order), -1..1 RGB."""
     import tf_keras as keras
 
-    from quantbench.data import load_dataset
-    from quantbench.preprocess import Preprocessing
+    from quantbench.ml.data import load_dataset
+    from quantbench.ml.preprocess import Preprocessing
 
     keras.utils.set_random_seed(0)
     data = load_dataset(DataConfig(dir=photos, image_size=size))
@@ -68,8 +68,8 @@ def mobilenet_functional(num_classes=3, size=64):
 def _val_accuracy(model, photos: Path, size: int) -> float:
     """The model's accuracy on the photos `quantize` scores by default (all but the seeded
     calibration slice), computed independently."""
-    from quantbench.data import calibration_split, load_dataset
-    from quantbench.preprocess import Preprocessing
+    from quantbench.ml.data import calibration_split, load_dataset
+    from quantbench.ml.preprocess import Preprocessing
 
     data = calibration_split(load_dataset(DataConfig(dir=photos, image_size=size)), 200, 42)
     predicted = model.predict(Preprocessing(size).scale(data.val_images), verbose=0).argmax(1)
@@ -353,8 +353,8 @@ def test_qat_on_an_unflattenable_nested_model_explains_the_workaround(photos, tm
     from tests.models import subclassed_trunk_classifier
 
     model = subclassed_trunk_classifier(num_classes=3, size=32)
-    from quantbench import config as config_mod
-    from quantbench import quantize as quantize_mod
+    from quantbench.engine import configure as config_mod
+    from quantbench.commands import quantize as quantize_mod
 
     cfg = config_mod.resolve("default", None, {"data.dir": str(photos), "qat.recipes": ["finetune"],
                                                "qat.epochs": 1})  # fmt: skip
@@ -384,8 +384,8 @@ def test_subprocess_error_boundary(photos, tmp_path):
 
 
 def test_reorder_classes_relabels_to_the_models_order(photos):
-    from quantbench.data import load_dataset
-    from quantbench.classes import reorder_classes
+    from quantbench.ml.data import load_dataset
+    from quantbench.ml.classes import reorder_classes
 
     data = load_dataset(DataConfig(dir=photos, image_size=16))
     order = ["owls", "cats", "dogs"]
@@ -400,16 +400,16 @@ def test_api_is_lazy_and_callable_as_module_or_function():
     import subprocess
     import sys
 
-    code = ("import sys, quantbench; f = quantbench.quantize; assert callable(f); "
-            "assert 'tensorflow' not in sys.modules; import quantbench.quantize as m; "
-            "assert callable(quantbench.quantize) and callable(m); print('ok')")  # fmt: skip
+    code = ("import sys, quantbench; f = quantbench.commands.quantize; assert callable(f); "
+            "assert 'tensorflow' not in sys.modules; import quantbench.commands.quantize as m; "
+            "assert callable(quantbench.commands.quantize) and callable(m); print('ok')")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "ok", done.stderr
 
 
 def test_unknown_api_option_has_a_hint():
-    from quantbench.errors import ConfigError
-    from quantbench.quantize import build_config
+    from quantbench.core.errors import ConfigError
+    from quantbench.commands.quantize import build_config
 
     with pytest.raises(ConfigError, match="unknown option 'scalling'.*did you mean 'scaling'"):
         build_config("m.keras", {"scalling": "0..1", "data": "x"})
@@ -448,7 +448,7 @@ def test_api_qat_finetunes_a_nested_model_after_flattening_it(photos, tmp_path):
 
 
 def test_config_file_sets_quantize_options_and_flags_win(tmp_path):
-    from quantbench.quantize import build_config
+    from quantbench.commands.quantize import build_config
 
     config = tmp_path / "byo.yaml"
     config.write_text("name: mine\ndata:\n  scaling: '0..1'\n  image_size: 48\n"

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from quantbench.data import Dataset, calibration_split
-from quantbench.results import DataSummary, decode_classes
+from quantbench.ml.data import Dataset, calibration_split
+from quantbench.core.results import DataSummary, decode_classes
 from tests.conftest import make_image_folder, tiny_classifier
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from quantbench.config import RecommendConfig
-from quantbench.recommend import Recommendation, attach, pareto, print_recommendation, recommend
-from quantbench.results import LatencyResult, RunResults, VariantResult
+from quantbench.core.config import RecommendConfig
+from quantbench.analysis.recommend import Recommendation, attach, pareto, recommend
+from quantbench.present.sections import print_recommendation
+from quantbench.core.results import LatencyResult, RunResults, VariantResult
 from tests.fixtures_results import make_results
 
 
@@ -130,7 +131,7 @@ def test_repeat_means_from_summary_are_used():
 
 
 def test_attach_stores_and_round_trips_through_json(tmp_path):
-    from quantbench import results as results_mod
+    from quantbench.core import results as results_mod
 
     results = make_results()
     rec = attach(results)  # the run's own config section: 1 point, size objective

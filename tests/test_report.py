@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from quantbench import results as results_mod
+from quantbench.core import results as results_mod
 from quantbench.report import render, write_comparison, write_report
-from quantbench.results import RunResults, VariantResult
+from quantbench.core.results import RunResults, VariantResult
 from tests.fixtures_results import make_results, make_run_dir
 from tests.test_cli import quantbench
 
@@ -93,8 +93,8 @@ def test_minimal_results_render_without_optional_data():
 
 
 def test_stored_recommendation_is_used(tmp_path):
-    from quantbench.config import RecommendConfig
-    from quantbench.recommend import attach
+    from quantbench.core.config import RecommendConfig
+    from quantbench.analysis.recommend import attach
 
     results = make_results()
     attach(results, RecommendConfig(objective="accuracy"))
@@ -179,7 +179,7 @@ def _written_before_the_article_rename(run_dir: Path) -> Path:
 
 
 def test_results_from_before_the_article_rename_still_show_the_article(tmp_path, capsys):
-    from quantbench import article
+    from quantbench.analysis import article
 
     run_dir = _written_before_the_article_rename(tmp_path / "old")
     loaded = results_mod.load(run_dir)
@@ -191,7 +191,9 @@ def test_results_from_before_the_article_rename_still_show_the_article(tmp_path,
     html = render(loaded)
     assert 'id="article"' in html and '<th tabindex="0">article</th>' in html
     assert "92.72% vs 88.0%: +4.72 pts" in html and "qat_seed_int8" in html
-    article.print_comparison(loaded)
+    from quantbench.present.sections import print_comparison
+
+    print_comparison(loaded)
     out = capsys.readouterr().out
     assert "the article vs this run" in out and "92.72" in out and "qat_seed_int8" in out
     # Through the CLI, as a user with an old run directory would.

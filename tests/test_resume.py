@@ -124,7 +124,7 @@ def test_resume_with_a_different_config_names_the_difference(tiny_model, tmp_pat
     model, photos = tiny_model
     run_dir = tmp_path / "old-run"
     run_dir.mkdir()
-    from quantbench import config
+    from quantbench.engine import configure as config
 
     cfg = config.resolve("default", overrides={"data.dir": str(photos), "train.epochs": 3})
     (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict()))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from quantbench.schemes import DEFAULT_SCHEMES
+from quantbench.techniques.schemes import SCHEMES
 from tests.test_cli import quantbench
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
@@ -26,8 +26,8 @@ def test_smoke_run_measures_every_scheme(smoke_run):
     done, run_dir, results = smoke_run
     assert results["status"] == "complete"
     rows = {v["variant"]: v for v in results["variants"]}
-    assert list(rows) == ["keras_float", *DEFAULT_SCHEMES]
-    for name in DEFAULT_SCHEMES:
+    assert list(rows) == ["keras_float", *SCHEMES.defaults()]
+    for name in SCHEMES.defaults():
         row = rows[name]
         assert row["status"] in ("ok", "failed")
         if row["status"] == "ok":

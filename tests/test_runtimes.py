@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantbench import explain, latency, litert
-from quantbench.errors import ConfigError
-from quantbench.results import LatencyResult, VariantResult
-from quantbench.runtimes import RUNTIMES, open_session, parse_runtimes
+from quantbench.measure import explain, latency, litert
+from quantbench.core.errors import ConfigError
+from quantbench.core.results import LatencyResult, VariantResult
+from quantbench.measure.runtimes import RUNTIMES, open_session, parse_runtimes
 from tests.test_latency import FAST, SIZE
 
 SCHEMES = ["float32", "dynamic_range", "float16", "int8", "int8_io", "int16x8"]
@@ -61,14 +61,14 @@ def test_runtime_lists_are_checked():
     assert parse_runtimes(None) == ["interpreter"]
     with pytest.raises(ConfigError, match="did you mean 'compiled'"):
         parse_runtimes("compiles")
-    from quantbench.config import resolve
+    from quantbench.engine.configure import resolve
 
     cfg = resolve("smoke", None, {"evaluate.runtimes": ["interpreter", "compiled"]})
     assert cfg.evaluate.runtimes == ["interpreter", "compiled"]
     with pytest.raises(ConfigError, match="unknown runtime 'tflite'"):
         resolve("smoke", None, {"evaluate.runtimes": ["tflite"]})
     assert set(RUNTIMES) >= {"interpreter", "compiled"}
-    from quantbench.quantize import quantize_overrides
+    from quantbench.commands.quantize import quantize_overrides
 
     overrides, _ = quantize_overrides("m.keras", {"runtimes": ["compiled"], "wait_quiet": 5.0})
     assert overrides["evaluate.runtimes"] == ["compiled"] and overrides["evaluate.wait_quiet"] == 5.0
@@ -96,8 +96,8 @@ def test_headline_is_the_interpreter_and_runtimes_that_differ_are_explained():
 
 
 def test_table_shows_runtimes_and_marks_busy_figures():
-    from quantbench.results import RunResults
-    from quantbench.table import busy_lines, results_table
+    from quantbench.core.results import RunResults
+    from quantbench.present.table import busy_lines, results_table
 
     row = VariantResult(variant="dynamic_range", policy="p", latency=[
         _fig(1, 0.60), _fig(2, 13.2, other=0.93, busy=True), _fig(1, 0.61, "compiled"),

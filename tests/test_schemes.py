@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from quantbench.convert import convert_all
-from quantbench.litert import io_dtypes
-from quantbench.schemes import SCHEMES, get_scheme
+from quantbench.techniques.converter import convert_all
+from quantbench.measure.litert import io_dtypes
+from quantbench.techniques.schemes import SCHEMES
 from tests.conftest import tiny_classifier
 
 
@@ -24,11 +24,11 @@ def conversions(tmp_path_factory):
     out = tmp_path_factory.mktemp("schemes")
     # A conversion that needs a search (selective) converts here with its result given.
     specs = [SCHEMES[n].name if not SCHEMES[n].needs_search else
-             get_scheme(n).name + ":denylist=[]" for n in SCHEMES]  # fmt: skip
+             SCHEMES.get(n).name + ":denylist=[]" for n in SCHEMES.names()]  # fmt: skip
     return {c.scheme: c for c in convert_all(model, specs, calibration, out)}
 
 
-@pytest.mark.parametrize("name", list(SCHEMES))
+@pytest.mark.parametrize("name", SCHEMES.names())
 def test_every_scheme_converts(conversions, name):
     conversion = conversions[name]
     assert conversion.error is None, conversion.error
@@ -69,10 +69,10 @@ def test_failed_conversion_is_recorded_not_raised(tmp_path):
 
 
 def test_unknown_scheme_has_a_hint():
-    from quantbench.errors import ConfigError
+    from quantbench.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="did you mean 'float16'"):
-        get_scheme("flaot16")
+        SCHEMES.get("flaot16")
 
 
 def test_tiny_classifier_fixture_is_flat():
@@ -84,7 +84,7 @@ def test_tiny_classifier_fixture_is_flat():
 
 def test_a_converter_crash_or_hang_costs_one_scheme_not_the_run(tmp_path, worker_ops):
     """A worker that dies or hangs mid-way: its scheme fails, the rest run in a new worker."""
-    from quantbench import convert
+    from quantbench.techniques import converter as convert
 
     names = ["float32", "crash", "int8", "hang", "float16"]
     jobs = [({"name": n, "params": {}}, tmp_path / f"{n}.tflite") for n in names]
@@ -105,7 +105,7 @@ def test_a_converter_crash_or_hang_costs_one_scheme_not_the_run(tmp_path, worker
 def test_a_failed_conversion_counts_its_own_seconds_not_its_wait_in_the_queue(tmp_path, worker_ops):
     """One worker: "hang" waits 1.5 s behind "slow", then fails at its 2 s timeout. Its
     seconds are the 2 s it ran (they were 3.5+ when counted from its submission)."""
-    from quantbench import convert
+    from quantbench.techniques import converter as convert
 
     jobs = [({"name": n, "params": {}}, tmp_path / f"{n}.tflite") for n in ("slow", "hang")]
     outcomes = convert.convert_saved_model("fake", jobs, None, workers=1, timeout=2)

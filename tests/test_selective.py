@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantbench.selective import next_points
+from quantbench.techniques.selective import next_points
 
 OUTLIER = "outlier_dw"
 
@@ -49,13 +49,13 @@ def planted():
 
 @pytest.fixture(scope="module")
 def searched(planted):
-    from quantbench.techniques.conversions import CONVERSIONS
+    from quantbench.techniques.schemes import SCHEMES
 
     calibration, _ = _images(64, 2)
     search_images, search_labels = _images(200, 3)
     float_accuracy = float(np.mean(planted.predict(search_images, verbose=0).argmax(1) == search_labels))
-    spec = CONVERSIONS.spec("selective", base="int8_per_tensor")
-    resolved, trace, analysis = __import__("quantbench.selective", fromlist=["search"]).search(
+    spec = SCHEMES.spec("selective", base="int8_per_tensor")
+    resolved, trace, analysis = __import__("quantbench.techniques.selective", fromlist=["search"]).search(
         planted, spec, calibration, search_images, search_labels, float_accuracy, budget=3.0,
         workers=2, latency=False,
     )  # fmt: skip
@@ -85,12 +85,12 @@ def test_the_search_keeps_exactly_the_planted_layer_in_float(searched):
 def test_a_plain_base_within_the_budget_is_the_answer_after_one_candidate(planted):
     """A budget the plain per-tensor model already meets: no layer kept in float, and the
     search stops after k = 0 (no k = all, no bisection)."""
-    from quantbench.selective import search
-    from quantbench.techniques.conversions import CONVERSIONS
+    from quantbench.techniques.selective import search
+    from quantbench.techniques.schemes import SCHEMES
 
     calibration, _ = _images(64, 2)
     images, labels = _images(100, 5)
-    resolved, trace, _ = search(planted, CONVERSIONS.spec("selective"), calibration, images, labels,
+    resolved, trace, _ = search(planted, SCHEMES.spec("selective"), calibration, images, labels,
                                 float_accuracy=0.0, budget=1.0, workers=2, latency=False)  # fmt: skip
     assert trace.float_layers == [] and resolved.params["denylist"] == []
     assert [c.float_layers for c in trace.candidates] == [0] and trace.within_budget
@@ -100,7 +100,7 @@ def test_a_plain_base_within_the_budget_is_the_answer_after_one_candidate(plante
 def test_per_tensor_int8_converts_and_keeps_one_scale_per_weight_tensor(planted, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from quantbench.convert import convert_all
+    from quantbench.techniques.converter import convert_all
 
     calibration, _ = _images(32, 4)
     (conversion,) = convert_all(planted, ["int8_per_tensor"], calibration, tmp_path)
@@ -126,18 +126,18 @@ def test_per_tensor_analysis_of_mobilenet_on_real_photos_names_its_layers(real_k
     """MobileNetV2 (ImageNet trunk) on real flowers: every quantized op carries its Keras layer,
     and the worst per-tensor op is a depthwise conv (folded batch norm's per-channel ranges)."""
     monkeypatch.setenv("KERAS_HOME", str(real_keras_home))
-    from quantbench.analysis import analyze
-    from quantbench.config import DataConfig, ModelConfig
-    from quantbench.data import load_dataset
-    from quantbench.model import build_classifier
-    from quantbench.preprocess import Preprocessing
-    from quantbench.techniques.conversions import CONVERSIONS
+    from quantbench.techniques.layers import analyze
+    from quantbench.core.config import DataConfig, ModelConfig
+    from quantbench.ml.data import load_dataset
+    from quantbench.ml.model import build_classifier
+    from quantbench.ml.preprocess import Preprocessing
+    from quantbench.techniques.schemes import SCHEMES
 
     data = DataConfig(dir=real_keras_home / "datasets" / "flower_photos", image_size=96,
                       max_images_per_class=6)  # fmt: skip
     images = Preprocessing(96, data.scaling, data.channel_order).scale(load_dataset(data).train_images)
     model = build_classifier(5, ModelConfig(alpha=0.35), 96)
-    analysis = analyze(model, CONVERSIONS.spec("int8_per_tensor"), images[:16], images[:8])
+    analysis = analyze(model, SCHEMES.spec("int8_per_tensor"), images[:16], images[:8])
     assert len(analysis.layers) > 50 and analysis.named_fraction >= 0.95
     assert analysis.layers[0].op == "DEPTHWISE_CONV_2D" and "depthwise" in analysis.layers[0].layer
     assert analysis.layers[0].rmse_scale > 2 * 0.29
@@ -183,7 +183,7 @@ def test_analyze_on_a_finished_selective_run_calibrates_as_the_run_did(tmp_path,
     import json
 
     import quantbench
-    from quantbench.analysis import analyze_run
+    from quantbench.techniques.layers import analyze_run
     from tests.conftest import make_image_folder
 
     monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "cache"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from quantbench import results as results_mod
+from quantbench.core import results as results_mod
 from quantbench.report import render
-from quantbench.results import (LayerAnalysis, LayerError, RunResults, SearchCandidate,
+from quantbench.core.results import (LayerAnalysis, LayerError, RunResults, SearchCandidate,
                                 SelectiveSearch, VariantResult)
 from tests.fixtures_results import latency, make_results
 

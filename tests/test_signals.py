@@ -151,7 +151,7 @@ def test_sigkill_leaves_parseable_results_and_no_lasting_children(fragment, dela
 
 
 def test_children_registry_kills_what_it_started():
-    from quantbench import children
+    from quantbench.workers import children
 
     sleeper = children.popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:

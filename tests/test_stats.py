@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from quantbench import stats
-from quantbench.results import EpochRecord, LatencyResult, RunResults, TrainingResult, VariantResult
+from quantbench.analysis import stats
+from quantbench.core.results import EpochRecord, LatencyResult, RunResults, TrainingResult, VariantResult
 
 # Two-sided 95% critical values of Student's t (standard tables, e.g. NIST/SEMATECH).
 T_TABLE = {1: 12.7062047362, 2: 4.3026527297, 3: 3.1824463053, 4: 2.7764451052,

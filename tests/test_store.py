@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantbench import fingerprint
+from quantbench.store import keys as fingerprint
 from quantbench.cli import main
-from quantbench.errors import StoreError
+from quantbench.core.errors import StoreError
 from quantbench.store import (
     SCHEMA_VERSION,
     Store,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from quantbench import sweep
-from quantbench.errors import ConfigError
-from quantbench.results import RunResults
+from quantbench.commands import sweep
+from quantbench.core.errors import ConfigError
+from quantbench.core.results import RunResults
 from tests.conftest import make_image_folder
 from tests.fixtures_results import make_results, make_run_dir
 
@@ -168,7 +168,7 @@ def test_sweep_report_one_table_one_front_one_recommendation(tmp_path):
     make_run_dir(Path(record.run_dir), results)
     from quantbench.report.sweep import write_sweep_report
 
-    from quantbench.config import RecommendConfig
+    from quantbench.core.config import RecommendConfig
 
     rec = write_sweep_report(state, sweep_dir, RecommendConfig(confidence="estimate", max_accuracy_drop=2))
     assert rec.chosen == f"{record.label}{SEP}int8" and rec.trial == record.id
@@ -185,7 +185,7 @@ def test_sweep_report_one_table_one_front_one_recommendation(tmp_path):
 
 
 def test_latency_guard_is_held_while_latency_is_measured_and_names_the_node():
-    from quantbench.execute import Resources
+    from quantbench.engine.executor import Resources
 
     held = []
 
@@ -210,7 +210,7 @@ def test_local_sweep_end_to_end_on_tiny_photos(tmp_path, monkeypatch):
     """Two trials through runner.run in this process: complete, latency guarded and from this
     node, a report and a CSV; run again, nothing runs."""
     from quantbench.report.sweep import CSV_FILE
-    from quantbench.sweep_engines import LocalEngine
+    from quantbench.commands.sweep_engines import LocalEngine
 
     photos = make_image_folder(tmp_path / "photos", per_class=10, size=32)
     spec = _spec(tmp_path, f"""
@@ -313,7 +313,7 @@ def test_a_quantize_sweep_takes_the_quantize_defaults(tmp_path):
 def test_local_pool_records_each_failed_trial_and_goes_on(tmp_path):
     """Two trials at once in a process pool (the latency lock shared through a manager); both
     fail fast on a missing photo folder: each failure is recorded with its error."""
-    from quantbench.sweep_engines import LocalEngine
+    from quantbench.commands.sweep_engines import LocalEngine
 
     spec = _spec(tmp_path, f"base: {{preset: smoke, set: {{data.dir: {tmp_path / 'nope'}}}}}\n"
                            "axes: {model.alpha: [0.35, 0.5]}\n")  # fmt: skip
@@ -331,7 +331,7 @@ def test_calibration_sweep_on_real_photos_trains_once(tmp_path, flowers_dir, rea
     """Two calibration sizes on real flowers: the second trial reuses the first's trained
     model, its reference accuracy and the conversion that reads no calibration images, and
     converts its own int8."""
-    from quantbench.sweep_engines import LocalEngine
+    from quantbench.commands.sweep_engines import LocalEngine
 
     monkeypatch.setenv("KERAS_HOME", str(real_keras_home))
     spec = _spec(tmp_path, f"""

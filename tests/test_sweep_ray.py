@@ -12,8 +12,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from quantbench import sweep  # noqa: E402
-from quantbench.results import RunResults  # noqa: E402
+from quantbench.commands import sweep  # noqa: E402
+from quantbench.core.results import RunResults  # noqa: E402
 from tests.conftest import make_image_folder  # noqa: E402
 
 
@@ -21,7 +21,7 @@ from tests.conftest import make_image_folder  # noqa: E402
 def two_nodes():
     from ray.cluster_utils import Cluster
 
-    from quantbench.sweep_engines import LOCK_NAMESPACE, worker_priority
+    from quantbench.commands.sweep_engines import LOCK_NAMESPACE, worker_priority
 
     # The head takes two trials at once (so its latency lock has work), the other node one.
     with worker_priority():
@@ -48,7 +48,7 @@ def _overlaps(intervals) -> list[tuple]:
 
 @pytest.mark.slow
 def test_two_node_cluster_places_trials_on_both_and_never_times_two_on_one_node(tmp_path, two_nodes):
-    from quantbench.sweep_engines import RayEngine
+    from quantbench.commands.sweep_engines import RayEngine
 
     photos = make_image_folder(tmp_path / "photos", per_class=8, size=32)
     path = tmp_path / "grid.yaml"
@@ -84,7 +84,7 @@ axes: {{train.seed: [1, 2, 3]}}
 
 def test_overlap_check_finds_concurrent_latency_on_one_node():
     """The check above can fail: two spans that overlap on one node are reported."""
-    from quantbench.sweep import LatencyInterval as L
+    from quantbench.commands.sweep import LatencyInterval as L
 
     assert _overlaps([L(node="a", start=0, end=2), L(node="a", start=1, end=3)])
     assert not _overlaps([L(node="a", start=0, end=2), L(node="b", start=1, end=3),
@@ -96,7 +96,7 @@ def test_a_node_lock_held_by_a_dead_process_is_free_again():
     """A trial killed while timing (its worker gone) must not keep its node's lock forever."""
     import subprocess
 
-    from quantbench.sweep_engines import LOCK_NAMESPACE, _node_lock
+    from quantbench.commands.sweep_engines import LOCK_NAMESPACE, _node_lock
 
     ray.init(num_cpus=1, namespace=LOCK_NAMESPACE, log_to_driver=False, include_dashboard=False)
     try:

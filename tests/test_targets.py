@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from quantbench.results import TargetResult
+from quantbench.core.results import TargetResult
 from quantbench.targets import TARGETS, judge_all, mcu_facts, parse_bytes
 from quantbench.targets.graph import read_graph
 from quantbench.targets.static import check_edgetpu, check_integer_only
@@ -74,7 +74,7 @@ def test_mcu_refuses_dynamic_range_with_tflm_words(tiny_models):
 
 
 def test_mcu_predictions_match_litert_on_int8(tiny_models):
-    from quantbench.evaluate import predict_tflite
+    from quantbench.measure.evaluate import predict_tflite
     from quantbench.targets.mcu import run_tflm
 
     inputs = np.random.default_rng(1).uniform(-1, 1, (8, SIZE, SIZE, 3)).astype(np.float32)
@@ -130,7 +130,7 @@ def test_gpu_analyzer_runs_on_a_file(tiny_models):
 
 def test_tflm_through_the_worker_layer(tiny_models, tmp_path):
     """The `tflm` op in a worker child: facts for a model it refuses and one it runs."""
-    from quantbench.targets.stage import TargetWorker, measure_facts
+    from quantbench.engine.target_stage import TargetWorker, measure_facts
 
     inputs = np.random.default_rng(2).uniform(-1, 1, (4, SIZE, SIZE, 3)).astype(np.float32)
     labels = np.array([0, 1, 2, 0])
@@ -158,8 +158,8 @@ def _results_with(targets_by_variant: dict[str, dict[str, TargetResult]]):
 
 
 def test_recommend_target_rules_out_with_the_reason():
-    from quantbench.config import RecommendConfig
-    from quantbench.recommend import recommend
+    from quantbench.core.config import RecommendConfig
+    from quantbench.analysis.recommend import recommend
 
     results = _results_with({})
     names = [v.variant for v in results.rows(0) if v.kind == "tflite" and v.ok]
@@ -180,7 +180,7 @@ def test_recommend_target_rules_out_with_the_reason():
 
 def test_table_and_report_show_targets():
     from quantbench.report import render
-    from quantbench.table import results_table
+    from quantbench.present.table import results_table
 
     results = _results_with({})
     row = next(v for v in results.rows(0) if v.kind == "tflite" and v.ok)
@@ -235,10 +235,10 @@ def test_stage_caches_facts_and_rejudges_budgets(tiny_models, tmp_path):
     reads them back (no worker) and judges them against the config's budgets."""
     from types import SimpleNamespace
 
-    from quantbench.config import RunConfig
-    from quantbench.results import VariantResult
+    from quantbench.core.config import RunConfig
+    from quantbench.core.results import VariantResult
     from quantbench.store import Store
-    from quantbench.targets.stage import check_targets
+    from quantbench.engine.target_stage import check_targets
 
     inputs = np.random.default_rng(3).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
     cfg = RunConfig.model_validate({"targets": {"mcu_ram": "1MB"}})

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from quantbench.errors import ConfigError, DependencyError
-from quantbench.recommend import attach
+from quantbench.core.errors import ConfigError, DependencyError
+from quantbench.analysis.recommend import attach
 from quantbench.report import write_report
-from quantbench.tracking import epoch_metrics, flatten, log_run, variant_metrics
+from quantbench.present.tracking import epoch_metrics, flatten, log_run, variant_metrics
 from tests.fixtures_results import make_results, make_run_dir
 
 
@@ -119,7 +119,7 @@ def test_missing_package_is_a_dependency_error(run_dir, monkeypatch):
 def test_preflight_check(monkeypatch):
     import importlib.util
 
-    from quantbench.tracking import check_available
+    from quantbench.present.tracking import check_available
 
     check_available("mlflow") if importlib.util.find_spec("mlflow") else None
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)

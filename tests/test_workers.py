@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from quantbench import workers
-from quantbench.errors import ConfigError
+from quantbench.core.errors import ConfigError
 from quantbench.workers import Worker, WorkerError
 
 
@@ -151,7 +151,7 @@ def test_converter_pool_keeps_its_workers_across_batches_and_replaces_a_crashed_
     """A search converts round after round on the same workers (TensorFlow imported and the
     calibration memoized once each); a worker that crashes fails its request, and the next
     request on that thread gets a new child."""
-    from quantbench.convert import ConverterPool
+    from quantbench.techniques.converter import ConverterPool
 
     def pids(pool, n: int) -> set[int]:
         futures = [pool.submit("echo", {"n": i}, 30) for i in range(n)]  # in flight at once
@@ -168,7 +168,7 @@ def test_converter_pool_keeps_its_workers_across_batches_and_replaces_a_crashed_
 
 def test_closing_a_converter_pool_cancels_what_no_worker_started(worker_ops):
     """Leaving a search early (an error, a stop signal) must not wait for its queued jobs."""
-    from quantbench.convert import ConverterPool
+    from quantbench.techniques.converter import ConverterPool
 
     pool = ConverterPool(1)
     running = pool.submit("sleep", {"seconds": 0.5}, 30)

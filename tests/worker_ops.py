@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from quantbench.errors import ConfigError, QuantbenchError
+from quantbench.core.errors import ConfigError, QuantbenchError
 
 
 def echo(payload: dict) -> dict:
@@ -55,7 +55,7 @@ def _fault(model: str) -> None:
 
 
 def faulty_predict(payload: dict) -> dict:
-    from quantbench import evaluate
+    from quantbench.measure import evaluate
 
     _fault(payload["model"])
     return evaluate.predict_request(payload)
@@ -74,7 +74,7 @@ def faulty_convert(payload: dict) -> dict:
     if name == "slow":  # a conversion that takes its time, then succeeds
         time.sleep(1.5)
     if payload["saved_model"] != "fake":
-        from quantbench import convert
+        from quantbench.techniques import converter as convert
 
         return convert.convert_request(payload)
     with open(payload["out"], "wb") as f:

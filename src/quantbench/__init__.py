@@ -23,20 +23,15 @@ if "tensorflow" in _sys.modules and "tf_keras" not in _sys.modules:  # pragma: n
         stacklevel=2,
     )
 
-__version__ = "0.1.0"
+from quantbench.core.version import __version__  # noqa: E402 - after the Keras switch
 
 __all__ = ["__version__", "quantize", "recommend", "run"]
 
 
 def __getattr__(name: str):
     # Lazy, so `import quantbench` stays light (no pydantic models, no TensorFlow).
-    if name == "run":
-        from quantbench.api import run
+    if name in ("run", "quantize", "recommend"):
+        from quantbench import api
 
-        return run
-    if name in ("recommend", "quantize"):
-        import importlib
-
-        # Callable modules: see the end of recommend.py and quantize.py.
-        return importlib.import_module(f"quantbench.{name}")
+        return getattr(api, name)
     raise AttributeError(f"module 'quantbench' has no attribute {name!r}")

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import click
 
-from quantbench import __version__
-from quantbench.errors import QuantbenchError
+from quantbench.core.version import __version__
+from quantbench.core.errors import QuantbenchError
 
 _VERBOSE = {"on": False}
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def _runtimes(value: str | None) -> list[str] | None:
-    from quantbench.runtimes import parse_runtimes
+    from quantbench.measure.runtimes import parse_runtimes
 
     return None if value is None else parse_runtimes(value)
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    from quantbench.interrupt import signals_raise
+    from quantbench.workers.interrupt import signals_raise
 
     with signals_raise():
         _main(argv)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
 def _exit_for_signal() -> None:
     """A stop signal whose exception reached the boundary as another one (see
     interrupt.received): report the signal, not what it was turned into."""
-    from quantbench.interrupt import Terminated, received
+    from quantbench.workers.interrupt import Terminated, received
 
     signum = received()
     if signum is not None:
@@ -126,7 +126,7 @@ def _exit_for_signal() -> None:
 
 def _stopped(e: KeyboardInterrupt) -> None:
     """Ctrl-C, or SIGTERM/SIGHUP (interrupt.Terminated): say which, exit 128 + the signal."""
-    from quantbench.interrupt import Terminated
+    from quantbench.workers.interrupt import Terminated
 
     what = f"stopped by {e.signal_name}" if isinstance(e, Terminated) else "interrupted"
     _error(f"{what}; results written so far are kept in the run directory", None)
@@ -134,7 +134,7 @@ def _stopped(e: KeyboardInterrupt) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
-    from quantbench.errors import machine_error
+    from quantbench.core.errors import machine_error
 
     try:
         try:

@@ -47,7 +47,7 @@ def cache_list() -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from quantbench.console import out
+    from quantbench.present.console import out
     from quantbench.store import Store
 
     store = Store()
@@ -78,10 +78,10 @@ def cache_clear(stage: str | None, older_than: float | None, yes: bool) -> None:
     Asks first on a terminal; elsewhere it needs --yes, since the cache can hold hours of
     training and a script that forgot --yes should fail loudly rather than do nothing.
     """
-    from quantbench.console import out
-    from quantbench.errors import ConfigError
+    from quantbench.present.console import out
+    from quantbench.core.errors import ConfigError
     from quantbench.store import Store
-    from quantbench.suggest import did_you_mean
+    from quantbench.core.suggest import did_you_mean
 
     store = Store()
     doomed = store.select(stage, older_than)

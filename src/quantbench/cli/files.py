@@ -20,13 +20,13 @@ def schemes() -> None:
     """List the conversion schemes, one line each."""
     from rich.table import Table
 
-    from quantbench.console import out
-    from quantbench.techniques.conversions import CONVERSIONS
+    from quantbench.present.console import out
+    from quantbench.techniques.schemes import SCHEMES
 
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     for column in ("scheme", "policy", "default", "what it does"):
         table.add_column(column)
-    for s in CONVERSIONS:
+    for s in SCHEMES:
         table.add_row(s.name, s.policy, "yes" if s.default else "no", s.description)
     out.print(table)
 
@@ -34,9 +34,8 @@ def schemes() -> None:
 @cli.command()
 def techniques() -> None:
     """List the conversions and model transforms with their parameters."""
-    from quantbench.present import show_techniques
 
-    show_techniques()
+    _show_techniques()
 
 
 # --- bench --------------------------------------------------------------------------------
@@ -88,9 +87,9 @@ def bench(model: Path, threads: str | None, delegates: str, runs: int, min_secon
     """Benchmark any .tflite file's latency on LiteRT (benchmark_model's method)."""
     import json
 
-    from quantbench import bench as bench_mod
-    from quantbench.preprocess import Preprocessing
-    from quantbench.runtimes import parse_runtimes
+    from quantbench.commands import bench as bench_mod
+    from quantbench.ml.preprocess import Preprocessing
+    from quantbench.measure.runtimes import parse_runtimes
 
     threads_list = bench_mod.parse_threads(threads)
     modes = bench_mod.parse_delegates(delegates)
@@ -112,7 +111,7 @@ def bench(model: Path, threads: str | None, delegates: str, runs: int, min_secon
 def _print_bench(report: dict) -> None:
     from rich.table import Table
 
-    from quantbench.console import out
+    from quantbench.present.console import out
 
     from rich.text import Text
 
@@ -152,8 +151,8 @@ def _print_bench(report: dict) -> None:
 def analyze(run_dir: Path, variants: str | None) -> None:
     """Per-layer error of a finished run's integer variants against the float model, named by
     Keras layer: into results.json, layers-<variant>.csv and report.html."""
-    from quantbench.analysis import analyze_run
-    from quantbench.console import out as stdout
+    from quantbench.techniques.layers import analyze_run
+    from quantbench.present.console import out as stdout
     from quantbench.present import show_event
 
     results = analyze_run(run_dir, _csv_list(variants), emit=show_event)
@@ -171,10 +170,10 @@ def analyze(run_dir: Path, variants: str | None) -> None:
 def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_gzip_size,
            max_latency, objective, confidence, target) -> None:  # fmt: skip
     """Rebuild report.html from RUN_DIR/results.json (no retraining, no TensorFlow)."""
-    from quantbench import recommend as rec_mod
-    from quantbench.console import out as stdout
+    from quantbench.analysis import recommend as rec_mod
+    from quantbench.present.console import out as stdout
     from quantbench.report import write_report
-    from quantbench.results import load
+    from quantbench.core.results import load
 
     results = load(run_dir)
     flags = {"max_accuracy_drop": max_accuracy_drop, "max_size_mb": max_size,
@@ -185,14 +184,16 @@ def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_gzi
         # Shown in this report only; results.json keeps what the run recorded.
         rec = rec_mod.attach(results, _constraints(rec_mod, results, flags))
     path = write_report(results, run_dir, out)
-    rec_mod.print_recommendation(rec)
+    from quantbench.present.sections import print_recommendation
+
+    print_recommendation(rec)
     stdout.print(f"\nreport: {path}", highlight=False)
 
 
 def _constraints(rec_mod, results, flags: dict):
     from pydantic import ValidationError
 
-    from quantbench.errors import ConfigError
+    from quantbench.core.errors import ConfigError
 
     try:
         return rec_mod.constraints_of(results, **flags)
@@ -208,9 +209,31 @@ def _constraints(rec_mod, results, flags: dict):
               show_default=True, help="Where to write the comparison page.")  # fmt: skip
 def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
     """One report across several runs: combined table and trade-off plots."""
-    from quantbench.console import out as stdout
+    from quantbench.present.console import out as stdout
     from quantbench.report import write_comparison
-    from quantbench.results import load
+    from quantbench.core.results import load
 
     path = write_comparison([(load(d), d) for d in run_dirs], out)
     stdout.print(f"comparison of {len(run_dirs)} runs: {path}", highlight=False)
+
+
+def _show_techniques() -> None:
+    """Both registries, one line per entry, with each entry's parameters."""
+    from rich.table import Table
+
+    from quantbench.present.console import out
+
+    from quantbench.techniques.schemes import SCHEMES
+    from quantbench.techniques.transforms import TRANSFORMS
+
+    for registry, title in ((SCHEMES, "schemes (--schemes)"),
+                            (TRANSFORMS, "model transforms (--transforms)")):  # fmt: skip
+        table = Table(title=title, box=None, pad_edge=False, header_style="bold",
+                      title_justify="left")  # fmt: skip
+        for column in ("name", "default", "parameters", "what it does"):
+            table.add_column(column)
+        for entry in registry:
+            table.add_row(entry.name, "yes" if entry.default else "no",
+                          entry.param_help() or "-", getattr(entry, "description", ""))  # fmt: skip
+        out.print(table)
+        out.print()

@@ -9,7 +9,7 @@ import click
 from quantbench.cli import (  # the group and the options the commands share
     _VERBOSE, _csv_list, _runtimes, cli, recommendation_options, resume_options, target_options,
 )
-from quantbench.config import MEASURING_FLAGS, REPORTING_FLAGS, flag_keys as config_flag_keys
+from quantbench.engine.configure import MEASURING_FLAGS, REPORTING_FLAGS, flag_keys as config_flag_keys
 
 
 # What run and quantize measure alike: selective's search images, latency threads and runs,
@@ -101,7 +101,7 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ...],
         resume: Path | None, no_cache: bool, **flags) -> None:  # fmt: skip
     """Train the float baseline, convert it with every scheme, evaluate all on LiteRT."""
-    from quantbench import config as config_mod
+    from quantbench.engine import configure as config_mod
 
     flags["schemes"] = _csv_list(flags["schemes"])
     flags["threads"] = _csv_list(flags["threads"], int)
@@ -113,7 +113,7 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
         key, value = config_mod.parse_assignment(text)
         overrides[key] = value
     if preset in config_mod.PRESET_ALIASES:
-        from quantbench.console import warn
+        from quantbench.present.console import warn
 
         warn(f"preset {preset!r} is now called {config_mod.PRESET_ALIASES[preset]!r}")
     if resume is not None:
@@ -123,8 +123,9 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
     else:
         cfg = config_mod.resolve(preset or "default", config_file, overrides)
 
-    from quantbench import quiet, runner
-    from quantbench.execute import Resources
+    from quantbench.ml import quiet
+    from quantbench.engine import run as runner
+    from quantbench.engine.executor import Resources
     from quantbench.present import show_event, show_run
 
     quiet.import_tensorflow(verbose=_VERBOSE["on"])
@@ -178,8 +179,8 @@ def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...]
              resume: Path | None, no_cache: bool, **flags) -> None:  # fmt: skip
     """Quantize your own Keras model (.keras, .h5, SavedModel) with every scheme and evaluate
     each variant on your photos against the original."""
-    from quantbench import config as config_mod
-    from quantbench import quantize as quantize_mod
+    from quantbench.engine import configure as config_mod
+    from quantbench.commands import quantize as quantize_mod
 
     flags["schemes"] = _csv_list(flags["schemes"])
     flags["threads"] = _csv_list(flags["threads"], int)
@@ -193,8 +194,8 @@ def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...]
     else:
         cfg, size_given = quantize_mod.build_config(model, flags, config_file, overrides)
 
-    from quantbench import quiet
-    from quantbench.execute import Resources
+    from quantbench.ml import quiet
+    from quantbench.engine.executor import Resources
     from quantbench.present import show_event, show_run
 
     quiet.import_tensorflow(verbose=_VERBOSE["on"])

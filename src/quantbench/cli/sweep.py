@@ -35,7 +35,8 @@ def sweep(sweep_file: Path, engine: str, address: str | None, max_trials: int | 
     """Run many configurations: a base plus axes over config keys, each trial a full run.
 
     Running the same sweep again skips finished trials and resumes a killed one."""
-    from quantbench import quiet, sweep as sweep_mod
+    from quantbench.ml import quiet
+    from quantbench.commands import sweep as sweep_mod
     from quantbench.present import show_event, show_sweep
 
     spec = sweep_mod.load_spec(sweep_file)
@@ -43,11 +44,11 @@ def sweep(sweep_file: Path, engine: str, address: str | None, max_trials: int | 
     sweep_mod.trials_of(spec, sweep_dir, max_trials)  # every trial validated before Ray starts
     cache = str(sweep_dir / ".store") if no_cache else None
     if engine == "ray":
-        from quantbench.sweep_engines import RayEngine
+        from quantbench.commands.sweep_engines import RayEngine
 
         runner = RayEngine(spec.command, cache, address=address, cpus_per_trial=cpus_per_trial or 1)
     else:
-        from quantbench.sweep_engines import LocalEngine
+        from quantbench.commands.sweep_engines import LocalEngine
 
         runner = LocalEngine(spec.command, cache, parallel=parallel, cpus_per_trial=cpus_per_trial)
         if runner.slots == 1:

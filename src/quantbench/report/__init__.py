@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantbench import atomic
-from quantbench.results import RunResults
+from quantbench.core import atomic
+from quantbench.core.results import RunResults
 
 REPORT_FILE = "report.html"
 
@@ -17,7 +17,7 @@ REPORT_FILE = "report.html"
 def render(results: RunResults) -> str:
     """The report's HTML. Uses results.extras["recommendation"] if present, else recommends
     with the run's own `recommend` config (without storing it)."""
-    from quantbench.recommend import constraints_of, recommend, stored
+    from quantbench.analysis.recommend import constraints_of, recommend, stored
     from quantbench.report import appendix as a, layers, sections as s
     from quantbench.report.page import esc, shell
 

@@ -15,7 +15,7 @@ from quantbench.report.page import (
     section,
     sort_attr,
 )  # fmt: skip
-from quantbench.results import RunResults
+from quantbench.core.results import RunResults
 
 
 def training(results: RunResults) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantbench import intervals
-from quantbench.recommend import Recommendation, metric, pareto, stored
+from quantbench.analysis import intervals
+from quantbench.analysis.recommend import Recommendation, metric, pareto, stored
 from quantbench.report import svg
 from quantbench.report.page import esc, figure, mb, num, pct, section, shell, sort_attr
-from quantbench.results import RunResults
+from quantbench.core.results import RunResults
 
 _NUM = ' class="num"'
 _WRAP = {2: ' class="wrap"', 3: ' class="wrap"'}
@@ -134,7 +134,7 @@ def _scatter(runs, labels, x_metric: str, scale: float, x_label: str, chart_id: 
 
 
 def render(runs: list[tuple[RunResults, Path]]) -> str:
-    from quantbench.recommend import constraints_of, recommend
+    from quantbench.analysis.recommend import constraints_of, recommend
 
     labels = run_labels(runs)
     recs = [stored(res) or recommend(res, constraints_of(res)) for res, _ in runs]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quantbench.report import svg
 from quantbench.report.page import esc, figure, generic_table, kv_table, legend, pct, section
-from quantbench.results import RunResults, VariantResult
+from quantbench.core.results import RunResults, VariantResult
 
 TOP_LAYERS = 20  # bars drawn per analysis; the CSV and the table hold every op
 HEALTHY = 0.29  # RMSE/scale of uniform rounding alone

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
-from quantbench import __version__
+from quantbench.core.version import __version__
 from quantbench.report.svg import esc
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quantbench.recommend import Recommendation, metric
+from quantbench.analysis.recommend import Recommendation, metric
 from quantbench.report import svg
 from quantbench.report.page import (
     esc,
@@ -17,7 +17,7 @@ from quantbench.report.page import (
     section,
     sort_attr,
 )  # fmt: skip
-from quantbench.results import RunResults, VariantResult
+from quantbench.core.results import RunResults, VariantResult
 
 THREAD_COLORS = ["#2563eb", "#93c5fd", "#1e3a8a", "#60a5fa"]
 
@@ -270,7 +270,7 @@ def _points(results: RunResults, x_metric: str, rec: Recommendation | None, scal
 
 
 def tradeoffs(results: RunResults, rec: Recommendation | None) -> str:
-    from quantbench.recommend import pareto
+    from quantbench.analysis.recommend import pareto
 
     figs = []
     for chart_id, x_metric, scale, label in (

@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from quantbench import atomic
-from quantbench.config import RecommendConfig
-from quantbench.recommend import PARETO_METRICS, _OBJECTIVE_METRIC, metric, pareto, recommend
-from quantbench.results import CSV_COLUMNS, METRICS, RunResults, load
+from quantbench.core import atomic
+from quantbench.core.config import RecommendConfig
+from quantbench.analysis.recommend import PARETO_METRICS, _OBJECTIVE_METRIC, metric, pareto, recommend
+from quantbench.core.results import CSV_COLUMNS, METRICS, RunResults, load
 
 REPORT_FILE = "sweep.html"
 CSV_FILE = "sweep.csv"
@@ -107,7 +107,7 @@ def to_csv(state: Any, trials, rec: SweepRecommendation | None = None) -> str:
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     front = set(rec.pareto) if rec else set()
-    from quantbench.results import to_csv as run_csv
+    from quantbench.core.results import to_csv as run_csv
 
     by_id = {record.id: (res, run_dir) for record, res, run_dir in trials}
     for record in state.trials:

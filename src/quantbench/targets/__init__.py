@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from quantbench.results import TargetResult
+from quantbench.core.results import TargetResult
 
 class McuParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -82,19 +82,6 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("integer_only", "no float op and no float tensor between ops"),
 )}  # fmt: skip
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(i?)b?\s*$", re.IGNORECASE)
-
-
-def parse_bytes(value: Any) -> int | None:
-    """`512KB`, `1MB`, `1.5MiB`, `262144` -> bytes. KB/MB are 1024-based, as MCU datasheets
-    count RAM and flash (a "512 KB" part has 524288 bytes)."""
-    if value is None or isinstance(value, int):
-        return value
-    match = _SIZE.match(str(value))
-    if not match:
-        raise ValueError(f"not a size: {value!r} (e.g. 512KB, 1MB, 262144)")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit])
 
 
 def static_facts(path) -> dict[str, dict[str, Any]]:

@@ -11,17 +11,16 @@ Specs are data; the text form `NAME:KEY=VALUE:KEY=VALUE` is only how a user type
 
 from __future__ import annotations
 
-import json
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from quantbench.errors import ConfigError
-from quantbench.suggest import did_you_mean
+from quantbench.core.errors import ConfigError
+from quantbench.core.specs import TechniqueSpec, set_namer, split_text, value_text
+from quantbench.core.suggest import did_you_mean
 
 
 class Params(BaseModel):
@@ -32,37 +31,6 @@ class Params(BaseModel):
 
 class NoParams(Params):
     pass
-
-
-class TechniqueSpec(BaseModel):
-    """Which technique, with which parameters (every parameter, defaults included)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    params: dict[str, Any] = {}
-
-    def canonical(self) -> str:
-        """Canonical JSON: what identity (ids, cache keys) is computed from."""
-        return json.dumps({"name": self.name, "params": self.params}, sort_keys=True,
-                          separators=(",", ":"))
-
-    def __hash__(self) -> int:
-        return hash(self.canonical())
-
-    def text(self) -> str:
-        """The command-line form, e.g. `qat:recipe=finetune` (for display, never parsed back)."""
-        parts = [self.name] + [f"{k}={_value_text(v)}" for k, v in sorted(self.params.items())
-                               if v is not None]  # fmt: skip
-        return ":".join(parts)
-
-
-def _value_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_value_text(v) for v in value) + "]"
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -104,7 +72,7 @@ class Technique:
             choices = "|".join(map(str, typing.get_args(info.annotation))) if literal else ""
             kind = choices or getattr(info.annotation, "__name__", None) or str(info.annotation)
             kind = kind.replace("typing.", "")
-            items.append(f"{key}={_value_text(info.default)} ({kind})")
+            items.append(f"{key}={value_text(info.default)} ({kind})")
         return ", ".join(items)
 
 
@@ -120,6 +88,10 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         for entry in entries:
             self.register(entry)
+        set_namer(kind, self.slug_of)  # how this kind's specs read in variant names
+
+    def slug_of(self, spec: TechniqueSpec) -> str:
+        return self.get(spec.name).slug(self.params_of(spec))
 
     def register(self, entry: T) -> T:
         if entry.name in self._entries:
@@ -129,6 +101,9 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         return iter(self._entries.values())
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -172,18 +147,10 @@ class Registry(Generic[T]):
 
     def parse(self, text: str) -> TechniqueSpec:
         """`NAME:KEY=VALUE:KEY=VALUE`; values are read as YAML (numbers, true/false)."""
-        name, *pairs = [part.strip() for part in text.strip().split(":")]
-        params: dict[str, Any] = {}
-        for pair in pairs:
-            key, sep, raw = pair.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"bad {self.kind} {text!r}: expected KEY=VALUE after ':', "
-                                  f"got {pair!r}", tip=f"e.g. {self.flag} qat:recipe=finetune")  # fmt: skip
-            try:
-                value = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                value = raw
-            params[key.strip()] = value
+        name, params, malformed = split_text(text)
+        if malformed:
+            raise ConfigError(f"bad {self.kind} {text!r}: expected KEY=VALUE after ':', "
+                              f"got {malformed[0]!r}", tip=f"e.g. {self.flag} qat:recipe=finetune")  # fmt: skip
         return self.spec(name, **params)
 
     def parse_list(self, items: str | list[Any] | None) -> list[TechniqueSpec]:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from quantbench.core.config import RECIPE_ALIASES
 from quantbench.techniques import Params, Registry, Technique, TechniqueSpec
 
 
@@ -30,9 +31,6 @@ class TrainJob:
     emit: Callable[[str, str], None] = lambda level, text: None  # progress lines for the caller
 
 
-# Old recipe name -> its name now. `seed` named the article's recipe while "seed" also meant
-# the article and the RNG seed; configs, flags and results files that say it still read.
-RECIPE_ALIASES = {"seed": "fresh"}
 
 
 class QatParams(Params):
@@ -71,12 +69,12 @@ class Qat(Transform):
         return f"qat_{params.recipe}"
 
     def apply(self, params: QatParams, parent: Any, job: TrainJob):  # type: ignore[override]
-        from quantbench.qat import train_qat
+        from quantbench.ml.qat import train_qat
 
         return train_qat(params, float_model=parent, job=job)
 
     def rebuild(self, params: QatParams, parent: Any, job: TrainJob):  # type: ignore[override]
-        from quantbench.qat import build_qat_model
+        from quantbench.ml.qat import build_qat_model
 
         return build_qat_model(params, float_model=parent, job=job)
 
@@ -132,12 +130,12 @@ class Prune(Transform):
         return f"prune{_percent(params.sparsity)}"
 
     def apply(self, params, parent, job):  # type: ignore[override]
-        from quantbench.compress import prune
+        from quantbench.ml.compress import prune
 
         return prune(params, parent, job)
 
     def rebuild(self, params, parent, job):  # type: ignore[override]
-        from quantbench.compress import clone
+        from quantbench.ml.compress import clone
 
         return clone(parent)
 
@@ -150,12 +148,12 @@ class Cluster(Transform):
         return f"cluster{params.clusters}"
 
     def apply(self, params, parent, job):  # type: ignore[override]
-        from quantbench.compress import cluster
+        from quantbench.ml.compress import cluster
 
         return cluster(params, parent, job)
 
     def rebuild(self, params, parent, job):  # type: ignore[override]
-        from quantbench.compress import clone
+        from quantbench.ml.compress import clone
 
         return clone(parent)
 
@@ -176,12 +174,12 @@ class PreservingQat(Transform):
         return (*before, spec)
 
     def apply(self, params, parent, job):  # type: ignore[override]
-        from quantbench.compress import preserving_qat
+        from quantbench.ml.compress import preserving_qat
 
         return preserving_qat(self.name, params, parent, job)
 
     def rebuild(self, params, parent, job):  # type: ignore[override]
-        from quantbench.compress import default_qat_model
+        from quantbench.ml.compress import default_qat_model
 
         return default_qat_model(parent, job)
 

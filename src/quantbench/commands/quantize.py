@@ -1,0 +1,329 @@
+"""`quantbench quantize MODEL --data DIR`: bring your own model and photos.
+
+The same pipeline as `quantbench run` (runner.pipeline, evaluate_source, _reference_row)
+with the training step replaced by the user's model: every post-training scheme is applied
+to it, each variant is scored on DIR against the original model (its row is `keras_float`),
+and `--qat-epochs N` adds quantization-aware fine-tuning on DIR's training split.
+
+Everything that can be wrong with the inputs is found before a run directory exists: the
+model's format and safety, its input/output shape, the input size, the class names/count.
+
+Evaluation split (docs/byo.md): by default (`rest`) a fixed, seeded slice of DIR calibrates
+(`--calibration-images`, never more than a third of the photos) and every other photo is
+scored (data.calibration_split): a 300-photo folder scores 200 photos, not a 15% validation
+split's 45. With `--qat-epochs` the default is the validation split, since QAT trains on the
+rest. `--eval-split all` scores every image (calibration images among them; calibration uses
+no labels, so this does not leak them).
+
+The Python API (`quantbench.quantize(model, data=..., ...)`, api.py) calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantbench.ml import bridge
+from quantbench.ml.classes import class_order, evaluate_on_all, reorder_classes
+from quantbench.engine.executor import BaseSource, silent
+from quantbench.core.config import RunConfig
+from quantbench.engine.configure import MEASURING_FLAGS, REPORTING_FLAGS, flag_keys
+from quantbench.core.errors import ConfigError, ConversionError, DataError, ModelError, first_line
+
+# API keywords (the CLI's flags use the same names), each setting config.FLAG_KEYS' key.
+OPTIONS = flag_keys(
+    "data",
+    "labels",
+    "image_size",
+    "scaling",
+    "channel_order",
+    "validation_split",
+    "split_seed",
+    "max_images_per_class",
+    "schemes",
+    "transforms",
+    "calibration_images",
+    *MEASURING_FLAGS,
+    "qat_epochs",
+    "qat_learning_rate",
+    "eval_split",
+    "check",
+    "unsafe",
+    "custom_objects",
+    *REPORTING_FLAGS,
+)
+
+
+def quantize_overrides(
+    model_path: str | Path | None, options: dict[str, Any], config_file: str | Path | None = None,
+    assignments: dict[str, Any] | None = None, *, defaults: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """(the dotted config keys the options set, the config file's contents). With
+    `defaults=False`, only what the user asked for: not quantize's own defaults (the run name,
+    no transforms), which a resumed run takes from its config."""
+    from quantbench.engine import configure as config_mod
+
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        from quantbench.core.suggest import did_you_mean
+
+        raise ConfigError(
+            f"unknown option {unknown[0]!r}{did_you_mean(unknown[0], OPTIONS)}",
+            tip="options: " + ", ".join(OPTIONS),
+        )
+    overrides = {OPTIONS[k]: v for k, v in options.items() if v is not None}
+    overrides.update(assignments or {})
+    from_file = config_mod.read_config_file(config_file) if config_file else {}
+    if model_path is not None:
+        overrides["quantize.model"] = str(model_path)
+    if "name" not in from_file and defaults:
+        stem = Path(model_path).stem if model_path is not None else ""
+        overrides.setdefault("name", f"quantize-{stem}" if stem else "quantize")
+    if overrides.get("qat.epochs"):
+        overrides["qat.recipes"] = ["finetune"]
+        if overrides.get("convert.schemes"):  # --schemes picks the QAT model's schemes too
+            overrides.setdefault("qat.schemes", overrides["convert.schemes"])
+    elif defaults and "transforms" not in overrides and "transforms" not in from_file and \
+            "recipes" not in (from_file.get("qat") or {}):
+        overrides["transforms"] = []  # the default preset's QAT is `run`'s; here it is opt-in
+    split_given = "quantize.eval_split" in overrides or "eval_split" in (from_file.get("quantize") or {})
+    trains = overrides.get("qat.recipes") or overrides.get("transforms") or \
+        from_file.get("transforms") or (from_file.get("qat") or {}).get("recipes")
+    if defaults and trains and not split_given:
+        overrides["quantize.eval_split"] = "validation"  # transforms train on the other photos
+    return overrides, from_file
+
+
+def build_config(
+    model_path: str | Path | None, options: dict[str, Any], config_file: str | Path | None = None,
+    assignments: dict[str, Any] | None = None,
+) -> tuple[RunConfig, bool]:  # fmt: skip
+    """The run's config from the default preset, a config file, and the options/flags.
+
+    Returns (config, image size given): the model's own input size wins unless the user
+    named one (then a mismatch is an error rather than a silent override).
+    """
+    from quantbench.engine import configure as config_mod
+
+    overrides, from_file = quantize_overrides(model_path, options, config_file, assignments)
+    cfg = config_mod.resolve("default", config_file, overrides)
+    size_given = "data.image_size" in overrides or "image_size" in (from_file.get("data") or {})
+    if cfg.data.dir is None:
+        raise DataError(
+            "quantize needs the photos to evaluate on",
+            tip="pass --data DIR (one sub-folder of images per class)",
+        )
+    if cfg.transforms and cfg.quantize.eval_split != "validation":
+        raise ConfigError(
+            f"--qat-epochs trains on the training split, so --eval-split "
+            f"{cfg.quantize.eval_split} would score images the QAT model was trained on",
+            tip=f"drop --eval-split {cfg.quantize.eval_split} (the validation split is scored), "
+            "or drop --qat-epochs",
+        )
+    return cfg, size_given
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def prepare_model(cfg: RunConfig, model=None, size_given: bool = False):
+    """Load (or take) the model, check it is an image classifier, fix the image size."""
+    from quantbench.ml import loader
+
+    if model is None:
+        if cfg.quantize.model is None:
+            raise ModelError("no model given", tip="quantbench quantize MODEL --data DIR")
+        loaded = loader.load_model(
+            cfg.quantize.model, unsafe=cfg.quantize.unsafe,
+            custom_objects=cfg.quantize.custom_objects,
+        )  # fmt: skip
+    else:
+        loaded = loader.in_memory(model)  # a tf_keras or Keras 3 Model
+    io = loader.inspect_io(loaded.model)
+    cfg.data.image_size = loader.resolve_image_size(io, cfg.data.image_size if size_given else None)
+    loaded.model = loader.fix_input_size(loaded.model, cfg.data.image_size)
+    return loaded, io
+
+
+def qat_model_of(model):
+    """The model QAT can wrap: flat (nested sub-models inlined), checked to predict the same."""
+    from quantbench.ml import loader
+
+    nested = loader.nested_models(model)
+    if not nested:
+        return model
+    limitation = (
+        f"QAT cannot wrap this model: it nests the model(s) {', '.join(nested)} as layers "
+        "(tensorflow-model-optimization's quantize_model refuses nested models)"
+    )
+    tip = (
+        "build the model flat: put the head on the trunk's output, e.g. "
+        "keras.Model(base.input, head(base.output)), instead of calling base as a layer"
+    )
+    try:
+        flat = loader.flatten(model)
+    except ModelError as e:
+        raise ModelError(f"{limitation}; flattening failed: {e.message}", tip=tip) from e
+    probe = np.random.default_rng(0).uniform(-1, 1, (2, *model.input_shape[1:])).astype(np.float32)
+    if not np.allclose(model.predict_on_batch(probe), flat.predict_on_batch(probe), atol=1e-4):
+        raise ModelError(f"{limitation}; the flattened copy predicts differently", tip=tip)
+    return flat
+
+
+def _check_qat_wraps(model) -> None:
+    """tfmot refuses layers it has no quantize config for: say so before any training."""
+    from quantbench.ml.qat import quantize as qat_wrap
+
+    try:
+        qat_wrap(model)
+    except Exception as e:  # noqa: BLE001 - tfmot raises RuntimeError/ValueError/TypeError
+        first = first_line(e)
+        raise ModelError(
+            f"QAT cannot wrap this model (tensorflow-model-optimization): {first}",
+            tip="drop --qat-epochs to benchmark post-training schemes only, or replace the "
+            "unsupported layers",
+        ) from e
+
+
+def preflight(cfg: RunConfig, model=None, size_given: bool = False):
+    """Every check that needs no images: model, shapes, size, classes, QAT feasibility."""
+    loaded, io = prepare_model(cfg, model, size_given)
+    order = class_order(cfg, io.num_classes)
+    trainable = None
+    if cfg.transforms:
+        if loaded.format == "savedmodel":
+            raise ModelError(
+                "--qat-epochs (and every transform) needs a Keras model; a plain TF SavedModel "
+                "cannot be trained here",
+                tip="pass the model as .keras or .h5 (or a Keras SavedModel)",
+            )
+        # A Keras 3 model goes through the tf_keras bridge (bridge.py); its failure is recorded.
+        trainable = bridge.qat_source(loaded.model, qat_model_of, _check_qat_wraps)
+    return loaded, io, order, trainable
+
+
+class UserModel(BaseSource):
+    """`quantize`'s base model: the user's own, scored and converted as it is."""
+
+    label = "your model"
+    cacheable = False  # it is a file already; its key is its content
+    trains = False
+
+    def __init__(self, loaded, trainable):
+        self.loaded, self.trainable = loaded, trainable
+        self._key: str | None = None
+
+    def key_params(self, repeat: int) -> dict[str, Any]:
+        if self._key is None:
+            from quantbench.store import data_fingerprint
+
+            # Its weights and its architecture (a tf_keras model's config; a Keras 3 adapter
+            # has its wrapped model's), so the same model from any path is one key.
+            model = self.loaded.model
+            weights = [np.asarray(v) for v in model.variables]
+            inner = getattr(model, "keras_model", model)
+            try:
+                config = inner.get_config()
+            except (AttributeError, NotImplementedError):  # a plain SavedModel's signature
+                config = type(inner).__name__
+            text = json.dumps([config, str(model.input_shape)], sort_keys=True, default=str)
+            self._key = data_fingerprint([*weights, np.frombuffer(text.encode(), np.uint8)])
+        return {"kind": "user", "model": self._key}
+
+    def produce(self, ctx, repeat: int):
+        return self.loaded.model, None
+
+    def for_transforms(self, model, ctx, results):
+        # A Keras 3 model: its tf_keras rebuild, checked on the photos (or a ModelError).
+        trainable = bridge.the_bridged_model(ctx, results, self.trainable)
+        return _with_probabilities(trainable, ctx)
+
+    def describe_reference(self, row) -> None:
+        row.size_bytes = self.loaded.size_bytes
+
+
+def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
+                 resume_dir: Path | None = None, use_cache: bool = True, resources=None,
+                 emit=silent):  # fmt: skip
+    """The `quantize` command: returns (RunResults, run directory)."""
+    from quantbench.engine import run as runner
+    from quantbench.ml.data import load_dataset
+    from quantbench.engine.executor import Resources
+
+    resources = resources or Resources.detect()
+
+    loaded, io, order, trainable = preflight(cfg, model, size_given)
+    what = loaded.path or "the in-memory model"
+    emit("step", f"model {what}: {loaded.format}, {cfg.data.image_size} px input, "
+                 f"{io.num_classes} classes; preprocessing {cfg.data.scaling}, {cfg.data.channel_order}")
+    emit("step", "reading images")
+    dataset = reorder_classes(load_dataset(cfg.data, emit, readers=2 * resources.cores), order)
+    check = None
+    if cfg.quantize.check:
+        emit("step", "checking the preprocessing (8 combinations)")
+        check = run_check(cfg, loaded.model, dataset)
+        for warning in check.warnings:
+            emit("warn", warning)
+    if cfg.quantize.eval_split == "all":
+        dataset = evaluate_on_all(dataset)
+    elif cfg.quantize.eval_split == "rest":
+        from quantbench.ml.data import calibration_split
+
+        dataset = calibration_split(dataset, cfg.convert.calibration_images, cfg.data.split_seed)
+    emit("info", f"scoring {len(dataset.val_labels)} photos: {dataset.summary.eval_split}")
+
+    def describe(ctx, results) -> None:
+        results.extras["quantize"] = {
+            "model": str(Path(loaded.path).resolve()) if loaded.path else None,
+            "format": loaded.format, "keras_version": loaded.keras_version,
+            "image_size": cfg.data.image_size,
+            "num_classes": io.num_classes, "eval_split": cfg.quantize.eval_split,
+            "classes_from": str(cfg.data.labels_file) if cfg.data.labels_file else "folders",
+        }  # fmt: skip
+        if check is not None:
+            results.extras["check"] = check.to_dict()
+
+    def require_a_conversion(ctx, results) -> None:
+        rows = [r for r in results.rows(0) if r.kind == "tflite" and r.source == "float"]
+        if rows and all(r.status == "failed" for r in rows):
+            raise ConversionError(
+                f"the TF Lite converter cannot convert this model: {rows[0].error}",
+                tip="the model uses an op TF Lite has no kernel for; replace that layer with "
+                "standard ops (run with -v for details)",
+            )
+
+    return runner.orchestrate(
+        cfg, "quantize", UserModel(loaded, trainable), dataset=dataset, resume_dir=resume_dir,
+        use_cache=use_cache, resources=resources, emit=emit, before=describe,
+        after=require_a_conversion,
+    )  # fmt: skip
+
+
+def run_check(cfg: RunConfig, model, dataset):
+    from quantbench.ml.check import check_preprocessing, sample
+    from quantbench.ml.preprocess import Preprocessing
+
+    images = np.concatenate([dataset.train_images, dataset.val_images])
+    labels = np.concatenate([dataset.train_labels, dataset.val_labels])
+    images, labels = sample(images, labels, seed=cfg.data.split_seed)
+    preprocessing = Preprocessing(cfg.data.image_size, cfg.data.scaling, cfg.data.channel_order)
+    return check_preprocessing(model, images, labels, len(dataset.classes), preprocessing)
+
+
+def _with_probabilities(model, ctx):
+    """QAT trains with a probability loss: a model that outputs logits gets a Softmax on top
+    (top-1, and so accuracy and agreement, are unchanged)."""
+    import tf_keras as keras
+
+    probe = model.predict_on_batch(ctx.val_inputs[:8])
+    if np.all(probe >= -1e-6) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3):
+        return model
+    ctx.emit("info", "the model outputs logits: adding a Softmax layer for QAT")
+    return keras.Model(model.input, keras.layers.Softmax(name="qat_softmax")(model.output))
+
+
+# --- the Python API -------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""The executor's `targets` stage: after a variant is measured, where can it run?
+
+Cached like every stage: the key's parent is the .tflite's key, its data the validation
+images, so a warm run reads the facts back and only re-judges them against today's budgets.
+TFLM and the analyzer run in one worker process (ops `tflm`, `gpu`), so a crash or a hang in
+their native code costs that variant's check, with the reason, never the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from quantbench.core.results import VariantResult, decode_classes
+
+if TYPE_CHECKING:
+    from quantbench.engine.executor import Context, Executor
+
+START_SECONDS = 60  # the worker's imports and TFLM's arena bisection (~13 allocations)
+# TFLM's reference kernels took 0.2-0.27 s an image for the default preset's int8, int16x8
+# and float32 files on this busy 2-core machine (128 px MobileNetV2 0.35): 4x headroom.
+SECONDS_PER_IMAGE = 1.0
+
+
+class TargetWorker:
+    """One worker for the target checks; the validation images handed over once (.npy)."""
+
+    def __init__(self, inputs: np.ndarray):
+        from quantbench.core import atomic
+        from quantbench.workers import Worker, scratch_dir
+
+        self._tmp = scratch_dir("targets")
+        self.inputs_path = Path(self._tmp.name) / "inputs.npy"
+        atomic.save_npy(self.inputs_path, np.ascontiguousarray(inputs, dtype=np.float32))
+        self.images = len(inputs)
+        self.worker = Worker("targets")
+
+    def request(self, op: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        return self.worker.request(op, payload, timeout)
+
+    def close(self) -> None:
+        self.worker.close()
+        self._tmp.cleanup()
+
+
+def _worker(ctx: Context) -> TargetWorker:
+    worker = getattr(ctx, "target_worker", None)
+    if worker is None:
+        worker = ctx.target_worker = TargetWorker(ctx.val_inputs)
+    return worker
+
+
+def measure_facts(worker: TargetWorker, path: Path, labels: np.ndarray,
+                  max_arena: int | None = None,
+                  litert: np.ndarray | None = None) -> tuple[dict, bool]:  # fmt: skip
+    """Every target's facts for one file, and whether they may be cached (not when a check
+    crashed or timed out: that may be the machine, not the model)."""
+    from quantbench.targets import mcu_facts, static_facts
+    from quantbench.workers import WorkerError
+
+    facts = static_facts(path)
+    cacheable = True
+    try:
+        payload = {"model": str(path), "inputs": str(worker.inputs_path), "max_arena": max_arena}
+        reply = worker.request("tflm", payload, START_SECONDS + SECONDS_PER_IMAGE * worker.images)
+        facts["mcu"] = mcu_facts(reply, labels, litert)
+    except WorkerError as e:
+        facts["mcu"] = {"ok": False, "reasons": [f"TFLM crashed: {e.message}"], "figures": {}}
+        cacheable = False
+    try:
+        facts["gpu"] = worker.request("gpu", {"model": str(path)}, START_SECONDS)
+    except WorkerError as e:
+        facts["gpu"] = {"ok": None, "reasons": [f"the analyzer failed: {e.message}"], "figures": {}}
+        cacheable = False
+    return facts, cacheable
+
+
+def budgets(cfg: Any) -> dict[str, Any]:
+    from quantbench.targets import McuParams
+
+    section = getattr(cfg, "targets", None)
+    if section is None:
+        return {}
+    return {"mcu": McuParams(ram=section.mcu_ram, flash=section.mcu_flash)}
+
+
+def check_targets(ex: Executor, row: VariantResult, path: Path, file_key: str) -> None:
+    """Fill `row.targets` (cached facts, judged against the config's budgets)."""
+    from quantbench.engine.executor import key_of as store_key
+    from quantbench.targets import judge_all, runs_on
+
+    ctx = ex.ctx
+    section = getattr(ctx.cfg, "targets", None)
+    if section is not None and not section.check:
+        return
+    ram = section.mcu_ram if section is not None else None  # files over it are not scored
+    key = store_key("targets", {"tflm_images": len(ctx.val_inputs), "max_arena": ram},
+                    parent=file_key, data=ctx.data_key)  # fmt: skip
+    cached = ctx.store.get(key)
+    if cached is not None:
+        facts = cached.meta["facts"]
+        row.reused.append("targets")
+    else:
+        ctx.emit("info", f"checking targets of {row.variant} (TF Lite Micro scores every photo)")
+        litert = decode_classes(row.predictions) if row.predictions else None
+        facts, cacheable = measure_facts(_worker(ctx), path, ctx.dataset.val_labels, ram, litert)
+        if cacheable:
+            ctx.store.put(key, "targets", {}, {"facts": facts, "label": f"{row.variant} targets"})
+    row.targets = judge_all(facts, row.size_bytes, budgets(ctx.cfg))
+    ctx.emit("info", f"{row.variant}: runs on {', '.join(runs_on(row.targets)) or 'CPU only'}")

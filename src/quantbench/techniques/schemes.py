@@ -1,0 +1,196 @@
+"""The conversions registry: how a trained Keras model becomes a .tflite file.
+
+Adding a conversion is one entry in `SCHEMES` below, with its typed parameters; the
+converter worker, the CLI (`--schemes`, `quantbench techniques`), the config and the tests
+parametrized over the registry pick it up. A conversion says only how to configure a
+`TFLiteConverter`; which model it is applied to (the float baseline, a transform's output) is
+the plan's business (plan.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from pydantic import Field
+
+from quantbench.techniques import NoParams, Params, Registry, Technique, TechniqueSpec
+
+OpsSet = Literal["builtins", "int8", "int16x8"]
+
+
+@dataclass(frozen=True)
+class Scheme(Technique):
+    policy: str = ""  # the label a user knows it by, as in the article's table
+    optimization: str | None = None  # a member of tf.lite.Optimize
+    float16_weights: bool = False
+    needs_representative_dataset: bool = False
+    ops: OpsSet = "builtins"
+    io_dtype: Literal["float32", "int8"] = "float32"
+    per_channel: bool = True  # False: one scale per weight tensor (what some DSPs require)
+    # A conversion whose parameters a search must complete before it can convert (selective):
+    # the executor runs `quantbench.techniques.selective` for it first and converts the resolved spec.
+    needs_search: bool = False
+
+    def convert(self, converter: Any, representative_dataset: Callable | None,
+                params: Params | None = None, source: str = "") -> bytes:
+        """The .tflite bytes (in the converter worker); `source` names the SavedModel and the
+        calibration images, for conversions that reuse work across calls."""
+        self.configure(converter, representative_dataset, params)
+        return converter.convert()
+
+    def configure(self, converter: Any, representative_dataset: Callable | None,
+                  params: Params | None = None) -> None:
+        """Set this conversion's options (with its parameters) on a `tf.lite.TFLiteConverter`."""
+        import tensorflow as tf
+
+        if self.optimization:
+            converter.optimizations = [getattr(tf.lite.Optimize, self.optimization)]
+        if self.float16_weights:
+            converter.target_spec.supported_types = [tf.float16]
+        if self.needs_representative_dataset:
+            if representative_dataset is None:
+                raise ValueError(f"conversion {self.name!r} needs a representative dataset")
+            converter.representative_dataset = representative_dataset
+        if self.ops == "int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        elif self.ops == "int16x8":
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
+        if self.io_dtype == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        if not self.per_channel:
+            converter._experimental_disable_per_channel = True
+
+
+SCHEMES: Registry[Scheme] = Registry("scheme", "--schemes", [
+    Scheme("float32", "float32 model, converted without optimization", policy="None"),
+    Scheme("dynamic_range",
+           "int8 weights, float activations quantized on the fly (post-training dynamic range)",
+           policy="Optimize.DEFAULT", optimization="DEFAULT"),
+    Scheme("float16", "float16 weights, float32 compute (half the size)", policy="float16",
+           optimization="DEFAULT", float16_weights=True),
+    Scheme("int8", "full-integer int8 weights and activations, float input/output",
+           policy="full int8", optimization="DEFAULT", needs_representative_dataset=True,
+           ops="int8"),
+    Scheme("int8_io", "full-integer int8 with int8 input/output (Edge TPU, microcontrollers)",
+           policy="full int8, int8 I/O", optimization="DEFAULT",
+           needs_representative_dataset=True, ops="int8", io_dtype="int8"),
+    # Measured on the default preset's MobileNetV2: 32% top-1 against 91% per-channel (folded
+    # batch norm leaves depthwise filters whose ranges one scale cannot cover); `selective`
+    # repairs it by keeping the few layers the analysis blames in float.
+    Scheme("int8_per_tensor",
+           "full-integer int8 with one scale per weight tensor, for DSPs and accelerators "
+           "without per-channel weights", policy="full int8, per-tensor", optimization="DEFAULT",
+           needs_representative_dataset=True, ops="int8", per_channel=False, default=False),
+    Scheme("int8_per_tensor_io",
+           "per-tensor full-integer int8 with int8 input/output (per-tensor DSPs, NPUs)",
+           policy="full int8, per-tensor, int8 I/O", optimization="DEFAULT",
+           needs_representative_dataset=True, ops="int8", io_dtype="int8", per_channel=False,
+           default=False),
+    Scheme("int16x8", "int16 activations, int8 weights (more accurate, reference kernels only)",
+           policy="int16x8", optimization="DEFAULT", needs_representative_dataset=True,
+           ops="int16x8"),
+    Scheme("optimize_for_size",
+           "deprecated alias of Optimize.DEFAULT, kept to check the article's claim",
+           policy="Optimize.OPTIMIZE_FOR_SIZE", optimization="OPTIMIZE_FOR_SIZE", default=False),
+    Scheme("optimize_for_latency",
+           "deprecated alias of Optimize.DEFAULT, kept to check the article's claim",
+           policy="Optimize.OPTIMIZE_FOR_LATENCY", optimization="OPTIMIZE_FOR_LATENCY",
+           default=False),
+])  # fmt: skip
+
+_CALIBRATED: dict[str, bytes] = {}  # the worker's calibrated models, by source and base
+
+
+def calibrated_model(base: Scheme, converter: Any, representative_dataset: Callable | None,
+                     source: str = "") -> bytes:  # fmt: skip
+    """The model with activation ranges recorded but nothing quantized yet, for `base`'s
+    options; memoized in the worker by `source` (SavedModel and calibration images)."""
+    import hashlib
+    from pathlib import Path
+
+    from quantbench.core import atomic
+
+    memo = f"{source}|{base.name}"
+    if source and memo in _CALIBRATED:
+        return _CALIBRATED[memo]
+    # Beside the SavedModel too: the search's later rounds start new workers, which then
+    # skip the calibration (the slowest step of a candidate).
+    saved = Path(source.split("|")[0]) if source else None
+    spill = (saved.parent / f"calibrated-{hashlib.sha1(memo.encode()).hexdigest()[:16]}.tflite"
+             if saved is not None and saved.is_dir() else None)  # fmt: skip
+    if spill is not None and spill.is_file():
+        calibrated = spill.read_bytes()
+    else:
+        base.configure(converter, representative_dataset)
+        converter._experimental_calibrate_only = True
+        calibrated = converter.convert()
+        if spill is not None:
+            atomic.write_bytes(spill, calibrated)
+    if source:
+        _CALIBRATED.clear()
+        _CALIBRATED[memo] = calibrated
+    return calibrated
+
+
+class SelectiveParams(Params):
+    base: Literal["int8", "int8_io", "int8_per_tensor", "int8_per_tensor_io"] = "int8_per_tensor"
+    budget: float | None = Field(None, ge=0)  # points below float; None: --max-accuracy-drop
+    # Held-apart images that score candidates: at 300, one image is 0.33 points and the default
+    # preset's curve was flat within noise from 3 to 29 float layers (a 1-point budget then picks
+    # by chance); 1000 halves the noise.
+    search_images: int = Field(1000, ge=10, le=100_000)
+    max_candidates: int = Field(12, ge=2, le=200)  # candidate conversions the search may make
+    denylist: list[str] | None = None  # TF Lite tensor names kept in float (the search's result)
+
+
+@dataclass(frozen=True)
+class Selective(Scheme):
+    """Calibrate once, then quantize with the denylist (`mlir_quantize`, what
+    `QuantizationDebugger.get_nondebug_quantized_model` calls). Measured on MobileNetV2 0.35 at
+    96 px: calibration 10.8 s, each quantization 0.2-0.5 s, so a worker converting several
+    candidates calibrates once (memoized by SavedModel, calibration images and base)."""
+
+    def slug(self, params: Params) -> str:
+        """`selective` for the default base and budget; the others name what differs."""
+        name = self.name if params.base == "int8_per_tensor" else f"{self.name}_{params.base}"
+        return name if params.budget is None else f"{name}_within{params.budget:g}"
+
+    def base_of(self, params: SelectiveParams):
+        return SCHEMES.get(params.base)
+
+    def convert(self, converter: Any, representative_dataset: Callable | None,
+                params: SelectiveParams | None = None, source: str = "") -> bytes:  # fmt: skip
+        import tensorflow as tf
+        from tensorflow.lite.python import convert as lite_convert
+
+        assert params is not None
+        if params.denylist is None:
+            raise ValueError("selective needs its denylist: the executor's search fills it in")
+        base = self.base_of(params)
+        calibrated = calibrated_model(base, converter, representative_dataset, source)
+        io_type = tf.int8 if base.io_dtype == "int8" else tf.float32
+        # fully_quantize=False lets denylisted ops stay float (with builtin float kernels).
+        return lite_convert.mlir_quantize(
+            calibrated, disable_per_channel=not base.per_channel, fully_quantize=False,
+            input_data_type=io_type, output_data_type=io_type,
+            denylisted_nodes=list(params.denylist),
+        )  # fmt: skip
+
+
+SCHEMES.register(Selective(
+    "selective", "an integer scheme with the fewest layers kept in float that hold accuracy "
+    "within a budget (searched with real conversions on held-apart images)",
+    params=SelectiveParams, policy="selective", needs_representative_dataset=True,
+    needs_search=True, default=False))
+
+
+def conversion_of(spec: TechniqueSpec) -> tuple[Scheme, Params]:
+    """The entry and its typed parameters (what the converter worker applies)."""
+    return SCHEMES.get(spec.name), SCHEMES.params_of(spec)
+
+
+__all__ = ["SCHEMES", "NoParams", "Scheme", "conversion_of"]
