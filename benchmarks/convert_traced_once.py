@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from _common import flowers, mobilenet
 
-from quantbench.techniques.converter import convert_all
+from quantbench.techniques.convert import convert_all
 from quantbench.ml.data import calibration_indices
 from quantbench.measure.evaluate import predict_tflite
 from quantbench.ml.preprocess import Preprocessing

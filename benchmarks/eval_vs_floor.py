@@ -23,7 +23,7 @@ from _common import flowers, median, mobilenet
 
 from quantbench.measure import litert
 from quantbench.core.config import EvaluateConfig
-from quantbench.techniques.converter import convert_all
+from quantbench.techniques.convert import convert_all
 from quantbench.ml.data import calibration_indices
 from quantbench.measure.evaluate import EvalWorker
 from quantbench.ml.preprocess import Preprocessing

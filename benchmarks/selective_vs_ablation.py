@@ -44,7 +44,8 @@ def main() -> None:
     from quantbench.techniques.converter import ConverterPool, export_saved_model
     from quantbench.ml.data import calibration_indices, load_dataset
     from quantbench.ml.preprocess import Preprocessing
-    from quantbench.techniques.selective import hold_out, score_in_pool, search, search_set
+    from quantbench.engine.plan import hold_out
+    from quantbench.techniques.selective import score_in_pool, search, search_set
     from quantbench.techniques.schemes import SCHEMES
     from quantbench.workers import scratch_dir
 

@@ -171,7 +171,7 @@ def test_a_run_measures_its_busy_figures_again_at_the_end(tiny_models, tmp_path,
 
     from quantbench.engine import stages
     from quantbench.core.config import EvaluateConfig
-    from quantbench.engine.executor import Resources
+    from quantbench.engine.context import Resources
     from quantbench.core.results import RunResults, VariantResult
 
     path = tmp_path / "int8.tflite"

@@ -3,6 +3,7 @@ import pytest
 from quantbench.engine import configure as config
 from quantbench.core.errors import ConfigError
 from quantbench.techniques.schemes import SCHEMES
+from quantbench.engine.plan import scheme_specs
 
 
 def test_presets_resolve_with_their_values():
@@ -15,7 +16,7 @@ def test_presets_resolve_with_their_values():
     default = config.resolve("default")
     assert (default.model.alpha, default.data.image_size, default.train.mode) == (0.35, 128, "full")
     assert config.resolve("smoke").data.max_images_per_class is not None
-    assert default.convert.scheme_names() == list(SCHEMES.defaults())
+    assert [s.name for s in scheme_specs(default)] == list(SCHEMES.defaults())
 
 
 def test_the_seed_preset_is_read_as_article(tmp_path):
@@ -48,7 +49,7 @@ def test_overrides_win_over_file_and_preset(tmp_path):
     assert (cfg.name, cfg.train.epochs, cfg.train.learning_rate) == ("mine", 7, 0.001)
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("convert:\n  schemes: [int8, float16]\n")
-    assert config.resolve("default", yaml_file).convert.scheme_names() == ["int8", "float16"]
+    assert [s.name for s in scheme_specs(config.resolve("default", yaml_file))] == ["int8", "float16"]
 
 
 @pytest.mark.parametrize(

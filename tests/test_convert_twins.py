@@ -4,7 +4,7 @@ of one model shared one output path and one outcome)."""
 
 import numpy as np
 
-from quantbench.techniques.converter import convert_all
+from quantbench.techniques.convert import convert_all
 from quantbench.techniques.schemes import SCHEMES
 from tests.conftest import tiny_classifier
 

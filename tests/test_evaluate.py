@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from quantbench.measure import litert
-from quantbench.techniques.converter import convert_all
+from quantbench.techniques.convert import convert_all
 from quantbench.measure.evaluate import predict_tflite, score
 from tests.conftest import tiny_classifier
 

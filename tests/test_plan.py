@@ -8,6 +8,7 @@ import typing
 import pytest
 
 from quantbench.core import results as results_mod
+from quantbench.core.config import CONFIG_SCHEMA_VERSION, RunConfig
 from quantbench.engine import configure as config
 from quantbench.core.errors import ConfigError
 from quantbench.engine.plan import ModelSpec, VariantSpec, models_of, plan
@@ -109,9 +110,9 @@ def test_legacy_qat_section_and_flags_become_transforms(tmp_path):
     cfg = config.resolve("default", old)
     assert cfg.transforms == by_flag.transforms
     assert [s.name for s in cfg.convert.transform_schemes] == ["int8"]
-    assert cfg.schema_version == config.CONFIG_SCHEMA_VERSION
+    assert cfg.schema_version == CONFIG_SCHEMA_VERSION
     # Its dump reads back as itself.
-    assert config.RunConfig.model_validate(cfg.to_dict()) == cfg
+    assert RunConfig.model_validate(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError) as info:
         config.resolve("default", overrides={"qat.recipe": ["seed"]})
     assert "did you mean 'recipes'" in info.value.message
@@ -140,7 +141,7 @@ def test_a_run_measured_with_recipe_seed_resumes_onto_todays_ids(tmp_path):
     ids and recorded models hash that. Reopened, they take the ids the plan has now and keep
     the names they were measured under."""
     from quantbench.core.results import RunResults, VariantResult
-    from quantbench.engine.run import reopen
+    from quantbench.engine.rundir import reopen
     from quantbench.techniques import TechniqueSpec
 
     old_qat = TechniqueSpec(name="qat", params={"recipe": "seed", "epochs": None,
@@ -159,7 +160,10 @@ def test_a_run_measured_with_recipe_seed_resumes_onto_todays_ids(tmp_path):
     assert results_mod.load(tmp_path).variants[0].id == now.id  # saved so
 
 
-def test_version_1_results_read_with_specs(tmp_path):
+def test_version_1_results_read_and_get_specs_to_resume(tmp_path):
+    """Views read a version-1 file as it is; a resume gives each row its spec (the registries
+    resolve the parameters, so it happens in the engine: rundir.specify_v1_rows)."""
+    from quantbench.engine.rundir import specify_v1_rows
     from tests.fixtures_results import make_results
 
     raw = json.loads(make_results().model_dump_json())
@@ -169,6 +173,8 @@ def test_version_1_results_read_with_specs(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(raw))
     loaded = results_mod.load(tmp_path)
     assert loaded.schema_version == results_mod.RESULTS_SCHEMA_VERSION
+    assert all(row.spec is None for row in loaded.variants)
+    specify_v1_rows(loaded)
     for row in loaded.variants:
         assert row.spec is not None and row.spec.name == row.variant, row.variant
         assert row.id == row.spec.id

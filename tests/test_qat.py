@@ -121,8 +121,8 @@ def tiny_run(tmp_path_factory):
     60 validation images (20 per class): with the 6 this scored before, one image was 17 points
     and the int8-tracks-float test failed 1 run in 3. 10 float epochs: after 2 (6 steps) the
     unseeded float model scored 0/6 or 4/6 in 3 of 6 runs, i.e. there was little to track."""
-    from quantbench.engine import run as runner, stages
-    from quantbench.engine.executor import BaseSource, Resources
+    from quantbench.commands import run as runner
+    from quantbench.engine.context import BaseSource, Resources
     from quantbench.ml.train import fit, seed_everything
 
     seed = TINY_RUN_SEED
@@ -237,7 +237,7 @@ def test_finetune_recipe_on_real_photos(flowers_dir, real_keras_home, tmp_path, 
     """Real tf_flowers photos (64 px, a few per class): the projections exceed +/-6, the
     warm-up makes the wrapped model agree with the float one before any QAT step, and the
     fine-tuned QAT model converts to int8 that agrees with its Keras twin."""
-    from quantbench.techniques.converter import convert_all
+    from quantbench.techniques.convert import convert_all
     from quantbench.measure.evaluate import predict_tflite
     from quantbench.ml.model import build_classifier
     from quantbench.ml.train import fit, predict_keras

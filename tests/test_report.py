@@ -236,3 +236,167 @@ def test_report_of_a_real_smoke_run(real_keras_home, tmp_path):
     files = {Path(v.path).name for v in results.variants if v.path and v.path.endswith(".tflite")}
     assert logged == files and files
     assert "train/float/val_accuracy" in run.data.metrics
+
+
+# --- label placement and the targets matrix (no browser) ---------------------------------
+
+
+def _label_problems(labels, anchors, bounds, radius=6.0):
+    """Every way a set of placed labels is wrong: two labels overlapping, a label over a point,
+    a label outside the bounds, a leader that does not join its point to its label."""
+    from quantbench.report.svg import overlap
+
+    problems = []
+    for i, a in enumerate(labels):
+        for j, b in enumerate(labels[i + 1:], i + 1):
+            if overlap(a.box, b.box):
+                problems.append(f"labels {a.text!r} and {b.text!r} overlap")
+        for (x, y, text, *_), k in zip(anchors, range(len(anchors))):
+            if overlap(a.box, (x - radius, y - radius, x + radius, y + radius)):
+                problems.append(f"label {a.text!r} covers the point of {text!r}")
+        box = a.box
+        if box[0] < bounds[0] or box[1] < bounds[1] or box[2] > bounds[2] or box[3] > bounds[3]:
+            problems.append(f"label {a.text!r} leaves the plot: {box}")
+        x, y = anchors[i][0], anchors[i][1]
+        apart = (max(box[0] - x, 0, x - box[2]) ** 2 + max(box[1] - y, 0, y - box[3]) ** 2) ** 0.5
+        if a.leader is None and apart > radius + 3.01:
+            problems.append(f"label {a.text!r} sits {apart:.1f} px from its point, no leader")
+        if a.leader is not None:
+            x1, y1, x2, y2 = a.leader
+            if abs(((x1 - x) ** 2 + (y1 - y) ** 2) ** 0.5 - (radius + 1)) > 0.01:
+                problems.append(f"leader of {a.text!r} does not start at its point")
+            gap_x = max(box[0] - x2, 0, x2 - box[2])
+            gap_y = max(box[1] - y2, 0, y2 - box[3])
+            if max(gap_x, gap_y) > 2:
+                problems.append(f"leader of {a.text!r} does not reach its label")
+    return problems
+
+
+BOUNDS = (60.0, 2.0, 602.0, 312.0)
+
+
+def test_labels_of_six_points_a_few_pixels_apart_do_not_overlap():
+    from quantbench.report.svg import place_labels, text_width
+
+    names = ["int8", "int8_io", "qat_finetune_int8", "qat_finetune_int8_io", "dynamic_range",
+             "optimize_for_size"]  # fmt: skip
+    anchors = [(200 + 0.6 * i, 150 + (-1) ** i * 0.5 * i, name) for i, name in enumerate(names)]
+    labels = place_labels(anchors, BOUNDS)
+    assert [lb.text for lb in labels] == names
+    assert _label_problems(labels, anchors, BOUNDS) == []
+    assert all(lb.fits for lb in labels)
+    # A label's box is as wide as its text (the x and baseline the SVG gets sit in it).
+    for lb in labels:
+        assert lb.box[2] - lb.box[0] >= text_width(lb.text)
+        assert lb.box[0] == lb.x and lb.box[1] < lb.y < lb.box[3]
+    # Six labels cannot all touch points 3 px apart: the displaced ones get leader lines.
+    assert sum(lb.leader is not None for lb in labels) >= 2
+    # Deterministic: the same points give the same labels, to the last digit.
+    assert place_labels(anchors, BOUNDS) == labels
+
+
+def test_labels_of_points_on_the_same_spot_and_at_the_edges():
+    from quantbench.report.svg import place_labels
+
+    same = [(300.0, 150.0, f"variant_{i}") for i in range(12)]
+    labels = place_labels(same, BOUNDS)
+    assert _label_problems(labels, same, BOUNDS) == []
+    # Against the right edge and the top: labels go left and down, and stay inside.
+    corner = [(598.0, 6.0, "qat_finetune_optimize_for_latency"), (596.0, 8.0, "float32"),
+              (599.0, 10.0, "qat_finetune_int16x8")]  # fmt: skip
+    labels = place_labels(corner, BOUNDS)
+    assert _label_problems(labels, corner, BOUNDS) == []
+    assert all(lb.box[2] <= BOUNDS[2] for lb in labels)
+    # A point's own larger disc (the recommendation's ring) is kept clear too.
+    ring = [(300.0, 150.0, "dynamic_range", 11.5), (305.0, 152.0, "int8")]
+    labels = place_labels(ring, BOUNDS)
+    assert not any(lb.box[0] < 311.5 and lb.box[2] > 288.5 and lb.box[1] < 161.5
+                   and lb.box[3] > 138.5 for lb in labels)  # fmt: skip
+
+
+def test_long_labels_are_shortened_in_the_middle():
+    from quantbench.report.svg import shorten, text_width
+
+    name = "20261125-a-smoke-with-a-very-long-run-name · qat_finetune_optimize_for_latency"
+    short = shorten(name, 200)
+    assert text_width(short) <= 200 < text_width(name)
+    assert short.startswith("20261125") and short.endswith("latency") and "…" in short
+    assert shorten("int8", 200) == "int8"
+
+
+def _chart_labels(html: str, chart: str):
+    """(text, box) of each point label of one scatter chart, boxes as place_labels sized them."""
+    from quantbench.report.svg import ASCENT, DESCENT, LABEL_SIZE, text_width
+
+    svg = html.split(f'data-chart="{chart}">')[1].split("</svg>")[0]
+    out = []
+    for x, y, text in re.findall(r'<text class="pt-label" x="([\d.]+)" y="([\d.]+)">([^<]*)', svg):
+        x, y = float(x), float(y)
+        text = text.replace("&amp;", "&")
+        out.append((text, (x, y - ASCENT * LABEL_SIZE, x + text_width(text),
+                           y + DESCENT * LABEL_SIZE)))  # fmt: skip
+    circles = [(float(cx), float(cy)) for cx, cy in
+               re.findall(r'<circle class="pt[^"]*" cx="([\d.]+)" cy="([\d.]+)"', svg)]  # fmt: skip
+    return out, circles
+
+
+def test_scatter_labels_of_a_crowded_run_do_not_overlap():
+    from quantbench.report.svg import overlap
+    from tests.fixtures_results import make_wide_results
+
+    html = render(make_wide_results())
+    for chart in ("accuracy-size", "accuracy-latency"):
+        labels, circles = _chart_labels(html, chart)
+        assert len(labels) == 16 == len(circles), chart
+        for i, (a, box_a) in enumerate(labels):
+            for b, box_b in labels[i + 1:]:
+                assert not overlap(box_a, box_b), (chart, a, b)
+            for cx, cy in circles:
+                assert not overlap(box_a, (cx - 6, cy - 6, cx + 6, cy + 6)), (chart, a)
+            assert 0 <= box_a[0] and box_a[2] <= 620 and 0 <= box_a[1], (chart, a)
+    assert '<line class="leader"' in html.split('data-chart="accuracy-size"')[1]
+    assert render(make_wide_results()).split("<footer")[0] == html.split("<footer")[0]
+
+
+def test_targets_are_a_matrix_with_the_reasons():
+    from quantbench.core.results import TargetResult
+    from tests.fixtures_results import TARGET_NAMES, make_wide_results
+
+    results = make_wide_results()
+    int8 = results.variant("int8")
+    int8.targets["gpu"] = TargetResult(target="gpu", ok=False, reasons=[f"op {EVIL} refused"])
+    del results.variant("float16").targets["edgetpu"]
+    html = render(results)
+    section = html.split('id="targets"')[1].split("</section>")[0]
+    matrix = section.split('id="targets-matrix"')[1].split("</table>")[0]
+    rows = re.findall(r'<tr data-variant="([^"]+)">(.*?)</tr>', matrix)
+    judged = [v.variant for v in results.rows(0) if v.targets]
+    assert [name for name, _ in rows] == judged and len(judged) == 16
+    heads = re.findall(r"<th(?: [^>]*)?>(.*?)</th>", matrix.split("</thead>")[0])
+    assert [h.replace("<wbr>", "") for h in heads] == ["variant", *TARGET_NAMES]
+    cells = dict(rows)
+    marks = re.findall(r'<td class="mark (\w+)"', cells["int8"])
+    assert marks == ["pass", "pass", "fail", "pass"]  # mcu, edgetpu, gpu, integer_only
+    assert re.findall(r'<td class="mark (\w+)"', cells["int16x8"])[0] == "unknown"
+    assert re.findall(r'<td class="mark (\w+)"', cells["float16"])[1] == "none"  # not checked
+    # The reason on hover, escaped; the arena under the mark.
+    assert 'title="gpu: does not run. op &lt;script&gt;alert(1)&lt;/script&gt; refused"' in cells["int8"]
+    assert "runs on TFLM in a" in cells["int8"] and "KiB</span>" in cells["int8"]
+    assert EVIL not in html
+    # Every failure and unknown under the matrix, in the check's words, with its variants.
+    reasons = section.split('<ul class="reasons">')[1]
+    failures = [(v.variant, name, r) for v in results.rows(0) for name, t in v.targets.items()
+                if t.ok is not True for r in t.reasons]  # fmt: skip
+    for variant, name, reason in failures:
+        assert esc_text(reason) in reasons, reason
+    assert "could not be judged" in reasons and "Hybrid models are not supported" in reasons
+    assert reasons.count("<b>edgetpu</b> does not run") == 1  # one item per distinct reason
+    assert f"<h3>Why not ({sum(1 for v in judged for t in results.variant(v).targets.values() if t.ok is not True)})</h3>" in section
+    # No more one-row-per-pair table.
+    assert "<th" not in section.split("</table>")[1]
+
+
+def esc_text(text: str) -> str:
+    from quantbench.report.svg import esc
+
+    return esc(text)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from quantbench.techniques.converter import convert_all
+from quantbench.techniques.convert import convert_all
 from quantbench.measure.litert import io_dtypes
 from quantbench.techniques.schemes import SCHEMES
 from tests.conftest import tiny_classifier

@@ -100,7 +100,7 @@ def test_a_plain_base_within_the_budget_is_the_answer_after_one_candidate(plante
 def test_per_tensor_int8_converts_and_keeps_one_scale_per_weight_tensor(planted, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from quantbench.techniques.converter import convert_all
+    from quantbench.techniques.convert import convert_all
 
     calibration, _ = _images(32, 4)
     (conversion,) = convert_all(planted, ["int8_per_tensor"], calibration, tmp_path)
@@ -183,7 +183,7 @@ def test_analyze_on_a_finished_selective_run_calibrates_as_the_run_did(tmp_path,
     import json
 
     import quantbench
-    from quantbench.techniques.layers import analyze_run
+    from quantbench.commands.analyze import analyze_run
     from tests.conftest import make_image_folder
 
     monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "cache"))

@@ -185,7 +185,7 @@ def test_sweep_report_one_table_one_front_one_recommendation(tmp_path):
 
 
 def test_latency_guard_is_held_while_latency_is_measured_and_names_the_node():
-    from quantbench.engine.executor import Resources
+    from quantbench.engine.context import Resources
 
     held = []
 

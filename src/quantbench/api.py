@@ -22,7 +22,7 @@ def run(preset: str = "default", *, config: str | Path | None = None, resume: st
 
     from quantbench.engine import configure as config_mod
     from quantbench.ml import quiet
-    from quantbench.engine.executor import silent
+    from quantbench.engine.context import silent
     from quantbench.core.results import to_csv
 
     overrides: dict[str, Any] = {}
@@ -34,7 +34,7 @@ def run(preset: str = "default", *, config: str | Path | None = None, resume: st
     else:
         cfg = config_mod.resolve(preset, config, overrides)
     quiet.import_tensorflow()
-    from quantbench.engine import run as runner
+    from quantbench.commands import run as runner
 
     results, run_dir = runner.run(cfg, resume_dir=Path(resume) if resume else None,
                                   use_cache=use_cache, resources=resources, emit=on_event or silent)  # fmt: skip
@@ -58,7 +58,7 @@ def quantize(model, data: str | Path | None = None, schemes: list[str] | str | N
 
     from quantbench.commands.quantize import build_config, run_quantize
     from quantbench.core.results import to_csv
-    from quantbench.engine.executor import silent
+    from quantbench.engine.context import silent
     from quantbench.ml import quiet
 
     if isinstance(schemes, str):

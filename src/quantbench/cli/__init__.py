@@ -91,6 +91,7 @@ def target_options(command):
 
 # The commands live beside this module; importing them registers them on the group.
 from quantbench.cli import cache, files, measure, sweep  # noqa: E402,F401
+from quantbench.cli import export  # noqa: E402,F401  - `quantbench export`
 
 
 # --- error boundary -----------------------------------------------------------------------

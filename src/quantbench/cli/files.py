@@ -151,7 +151,7 @@ def _print_bench(report: dict) -> None:
 def analyze(run_dir: Path, variants: str | None) -> None:
     """Per-layer error of a finished run's integer variants against the float model, named by
     Keras layer: into results.json, layers-<variant>.csv and report.html."""
-    from quantbench.techniques.layers import analyze_run
+    from quantbench.commands.analyze import analyze_run
     from quantbench.present.console import out as stdout
     from quantbench.present import show_event
 

@@ -124,8 +124,8 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
         cfg = config_mod.resolve(preset or "default", config_file, overrides)
 
     from quantbench.ml import quiet
-    from quantbench.engine import run as runner
-    from quantbench.engine.executor import Resources
+    from quantbench.commands import run as runner
+    from quantbench.engine.context import Resources
     from quantbench.present import show_event, show_run
 
     quiet.import_tensorflow(verbose=_VERBOSE["on"])
@@ -195,7 +195,7 @@ def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...]
         cfg, size_given = quantize_mod.build_config(model, flags, config_file, overrides)
 
     from quantbench.ml import quiet
-    from quantbench.engine.executor import Resources
+    from quantbench.engine.context import Resources
     from quantbench.present import show_event, show_run
 
     quiet.import_tensorflow(verbose=_VERBOSE["on"])

@@ -29,7 +29,7 @@ import numpy as np
 
 from quantbench.ml import bridge
 from quantbench.ml.classes import class_order, evaluate_on_all, reorder_classes
-from quantbench.engine.executor import BaseSource, silent
+from quantbench.engine.context import BaseSource, silent
 from quantbench.core.config import RunConfig
 from quantbench.engine.configure import MEASURING_FLAGS, REPORTING_FLAGS, flag_keys
 from quantbench.core.errors import ConfigError, ConversionError, DataError, ModelError, first_line
@@ -250,9 +250,9 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
                  resume_dir: Path | None = None, use_cache: bool = True, resources=None,
                  emit=silent):  # fmt: skip
     """The `quantize` command: returns (RunResults, run directory)."""
-    from quantbench.engine import run as runner
+    from quantbench.commands import run as runner
     from quantbench.ml.data import load_dataset
-    from quantbench.engine.executor import Resources
+    from quantbench.engine.context import Resources
 
     resources = resources or Resources.detect()
 

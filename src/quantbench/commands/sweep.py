@@ -31,7 +31,7 @@ from quantbench.core import atomic
 from quantbench.core.config import RunConfig
 from quantbench.engine.configure import read_config_file, resolve
 from quantbench.core.errors import ConfigError, QuantbenchError, first_line
-from quantbench.engine.executor import Emit, silent
+from quantbench.engine.context import Emit, silent
 from quantbench.core.suggest import did_you_mean
 
 SWEEP_SCHEMA_VERSION = 1

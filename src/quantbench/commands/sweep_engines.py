@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from quantbench.engine.executor import Emit, Resources, silent
+from quantbench.engine.context import Emit, Resources, silent
 
 LOCK_NAMESPACE = "quantbench-sweep"
 DEFAULT_CPUS_PER_TRIAL = 4  # a trial converts and times in parallel; beyond ~4 cores it gains little
@@ -60,7 +60,7 @@ def execute_trial(job: dict[str, Any], node: str, slot: Any = None, emit: Emit =
             _, run_dir = run_quantize(cfg, size_given=bool(job.get("size_given")), resume_dir=resume,
                                       resources=resources, emit=emit)  # fmt: skip
         else:
-            from quantbench.engine import run as runner
+            from quantbench.commands import run as runner
 
             _, run_dir = runner.run(cfg, resume_dir=resume, resources=resources, emit=emit)
         outcome.update(status="complete", run_dir=str(run_dir))

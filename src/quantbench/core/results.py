@@ -482,7 +482,7 @@ def load(run_dir_or_file: str | Path) -> RunResults:
         )
     if version < 2:
         # Version 1 rows named their model by `source` and `scheme` and carry no spec: they read
-        # as they are (views need no spec); a resume gives each its spec (engine/run.py).
+        # as they are (views need no spec); a resume gives each its spec (engine/rundir.py).
         raw = {**raw, "schema_version": RESULTS_SCHEMA_VERSION}
     try:
         return RunResults.model_validate(raw)

@@ -2,19 +2,18 @@
 
 For each Keras model of the plan (plan.models_of: the base model, then each transform's
 output), in order: its reference row (the Keras model scored on the validation images), then
-every conversion of it, each scored on LiteRT and timed. Every product is looked up in the
-store first (store.py): a trained model, a converted file, an accuracy, a latency figure (the
-latter only on the same machine), so a second run of the same config redoes nothing and a
-resumed run continues where it stopped. Models are loaded lazily: nothing is read or trained
-that no missing product needs. Progress is reported as events through `emit(level, text)`;
-the caller decides whether and how to show them.
+every conversion of it, each measured (stages.MEASUREMENTS). Every product is made by a stage
+(stage.py) and this module is the only code that talks to the store: it computes a product's
+key, looks it up, runs the stage only on a miss, keeps what the stage encodes, marks the row's
+reuse, and records a failed row with its reason while the run goes on. Models are loaded
+lazily: nothing is read or trained that no missing product needs. Progress is reported as
+events through `ctx.emit(level, text)`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,145 +21,24 @@ import numpy as np
 
 from quantbench.core import results as results_mod
 from quantbench.core.errors import MachineError, QuantbenchError
-from quantbench.engine.plan import ModelSpec, VariantSpec, models_of
 from quantbench.core.results import RunResults, TrainingResult, VariantResult
-from quantbench.engine.stages import LATENCY_IMAGES
+from quantbench.core.specs import ModelSpec, TechniqueSpec, VariantSpec
+from quantbench.engine.context import BaseSource, Context, key_of
+from quantbench.engine.plan import models_of
+from quantbench.engine.stage import Produced, Stage
+from quantbench.engine.stages import MEASUREMENTS
+from quantbench.engine.stages.accuracy import MEASURED_FIELDS, set_scores
+from quantbench.engine.stages.convert import CONVERT, Converted
+from quantbench.engine.stages.jobs import REFERENCE, ConvertJob, FileJob, ReferenceJob, SearchJob
+from quantbench.engine.stages.latency import float32_latency
+from quantbench.engine.stages.model import MODEL, ModelJob, training_of
+from quantbench.engine.stages.reference import REFERENCE_STAGE
+from quantbench.techniques.schemes import SCHEMES
 
-Emit = Callable[[str, str], None]  # (level: "step" | "info" | "warn", text)
 KEPT_ON_RESUME = ("ok", "identical")  # rows a resumed run keeps; failed ones are retried
 
 
-def key_of(stage: str, params: dict[str, Any], parent: str | None = None,
-           data: str | None = None) -> str:
-    """A store key for this quantbench and these libraries (fingerprint.store_key)."""
-    from quantbench.store import library_versions, store_key
-
-    return store_key(stage, params, parent, data, library_versions())
-
-
-def silent(level: str, text: str) -> None:
-    """The default event sink: the library says nothing unless the caller listens."""
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What the run may use; decided by the caller (the CLI, a sweep's scheduler), not read
-    from the machine deep inside."""
-
-    cores: int
-    convert_workers: int
-    # Where latency figures come from and how they are taken: a sweep names the node and hands
-    # in a per-node lock, so two trials never time models on one node at once (sweep_engines).
-    node: str | None = None
-    latency_slot: Callable[[], Any] | None = field(default=None, compare=False)
-
-    def latency_guard(self) -> Any:
-        """A context manager held while latency is measured (a no-op outside a sweep)."""
-        from contextlib import nullcontext
-
-        return self.latency_slot() if self.latency_slot is not None else nullcontext()
-
-    @classmethod
-    def detect(cls) -> Resources:
-        import os
-
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return cls(cores=cores or 1, convert_workers=cores or 1)
-
-
-class BaseSource:
-    """Where the plan's base model comes from: trained here (`run`) or the user's (`quantize`)."""
-
-    label = "base model"
-    model_file: str | None = None  # a file name in the run dir that holds the base model
-    cacheable = True  # its trained weights go to the store (a user's model is its own file)
-    trains = True  # `run` trains it; transforms may also build it afresh (QAT recipe fresh)
-
-    def key_params(self, repeat: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def produce(self, ctx: Context, repeat: int) -> tuple[Any, TrainingResult | None]:
-        raise NotImplementedError
-
-    def rebuild(self, ctx: Context, repeat: int) -> Any:
-        """The untrained architecture the store's cached weights load into (None: not cached)."""
-        return None
-
-    def for_transforms(self, model: Any, ctx: Context, results: RunResults) -> Any:
-        """The model the transforms start from (e.g. flattened for QAT); a ModelError here
-        fails the transformed model's variants, not the run."""
-        return model
-
-    def describe_reference(self, row: VariantResult) -> None:
-        """Fill in what only the source knows (the user's file size)."""
-
-
-@dataclass
-class Context:
-    """What every stage shares: the config, the data scaled once, the store, the sinks."""
-
-    cfg: Any  # config.RunConfig
-    run_dir: Path
-    dataset: Any  # data.Dataset
-    store: Any  # store.Store
-    resources: Resources
-    emit: Emit = silent
-    val_inputs: np.ndarray = field(default=None)  # type: ignore[assignment]
-    calibration_inputs: np.ndarray = field(default=None)  # type: ignore[assignment]
-    data_key: str = ""
-    calibration_key: str = ""
-    latency_key: str = ""
-    reference_predictions: dict[int, np.ndarray] = field(default_factory=dict)  # by repeat
-    worker: Any = None  # evaluate.EvalWorker, started at the first measurement
-    # (row id, latency store key, .tflite path) of rows with a figure timed on a busy machine:
-    # stages.settle_busy measures them again at the end of the run.
-    busy_latency: list[tuple[str, str, Path]] = field(default_factory=list)
-    target_worker: Any = None  # targets.stage.TargetWorker, started at the first target check
-
-    @property
-    def preprocessing(self):
-        from quantbench.ml.preprocess import Preprocessing
-
-        data = self.cfg.data
-        return Preprocessing(data.image_size, data.scaling, data.channel_order)
-
-    def prepare(self) -> None:
-        """Scale the validation and calibration images once and fingerprint the data."""
-        from quantbench.ml.data import calibration_indices
-        from quantbench.store import data_fingerprint
-
-        d = self.dataset
-        picks = calibration_indices(len(d.train_images), self.cfg.convert.calibration_images,
-                                    self.cfg.data.split_seed)  # fmt: skip
-        self.val_inputs = self.preprocessing.scale(d.val_images)
-        self.calibration_inputs = self.preprocessing.scale(d.train_images[picks])
-        data = self.cfg.data
-        self.data_key = data_fingerprint(
-            [d.train_images, d.train_labels, d.val_images, d.val_labels,
-             np.frombuffer("\n".join(d.classes).encode("utf-8", "surrogateescape"), np.uint8),
-             np.frombuffer(f"{data.scaling}/{data.channel_order}".encode(), np.uint8)]
-        )  # fmt: skip
-        self.calibration_key = data_fingerprint([self.calibration_inputs])
-        self.latency_key = data_fingerprint([self.val_inputs[:LATENCY_IMAGES]])
-
-    def predict(self, path: Path) -> tuple[np.ndarray, float]:
-        if self.worker is None:
-            from quantbench.measure.evaluate import EvalWorker
-
-            self.worker = EvalWorker(self.val_inputs, self.resources.cores)
-        evaluate = self.cfg.evaluate
-        return self.worker.predict(path, evaluate.threads[-1], evaluate.batch_size)
-
-    def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
-            self.worker = None
-        if self.target_worker is not None:
-            self.target_worker.close()
-            self.target_worker = None
-
-
-class _LazyModel:
+class LazyModel:
     """A Keras model loaded (or trained) on first use; `key` is known without loading it."""
 
     def __init__(self, key: str, load: Callable[[], Any]):
@@ -179,22 +57,63 @@ class Executor:
         self.ctx = ctx
         self.results = results
         self.base = base
-        self.models: dict[ModelSpec, _LazyModel] = {}
+        self.models: dict[ModelSpec, LazyModel] = {}
         self.plan: list[VariantSpec] = []
-        # Conversions a search completed (selective.py), by variant id, and their searches.
-        self.resolved: dict[str, Any] = {}
-        self.searches: dict[str, Any] = {}
+        # Schemes a search completed (by variant id), and what the search adds to the row.
+        self.resolved: dict[str, TechniqueSpec] = {}
+        self.row_fields: dict[str, dict[str, Any]] = {}
 
-    def conversion_of(self, spec: VariantSpec) -> Any:
-        """The conversion to apply: the spec's own, or its search's resolved version."""
-        return self.resolved.get(spec.id, spec.scheme)
+    # --- the store: every lookup and every write of a run ----------------------------------
+
+    def key(self, stage: Stage, job: Any) -> str:
+        key = stage.key(job)
+        return key_of(stage.name, key.params, parent=key.parent, data=key.data)
+
+    def produce(self, stage: Stage, job: Any, key: str | None = None, cache: bool = True) -> Produced:
+        """The stage's product for `job`: from the store when it has it, else computed and
+        kept (`cache=False`: computed, never stored)."""
+        return self.produce_many(stage, [job], [key] if key else None, cache)[0]
+
+    def produce_many(self, stage: Stage, jobs: list[Any], keys: list[str] | None = None,
+                     cache: bool = True) -> list[Produced]:  # fmt: skip
+        """Like `produce` for a batch: the misses are computed together (`compute_many`, when
+        the stage has it: the converter's workers take a model's schemes in parallel)."""
+        keys = keys or [self.key(stage, job) for job in jobs]
+        out: dict[int, Produced] = {}
+        for i, (job, key) in enumerate(zip(jobs, keys)):
+            entry = self.ctx.store.get(key) if cache else None
+            product = stage.decode(entry, job) if entry is not None else None
+            if product is not None:
+                out[i] = Produced(product, key, reused=True, entry=entry)
+        missing = [i for i in range(len(jobs)) if i not in out]
+        if missing:
+            compute_many = getattr(stage, "compute_many", None)
+            products = compute_many([jobs[i] for i in missing]) if compute_many else \
+                [stage.compute(jobs[i]) for i in missing]  # fmt: skip
+            for i, product in zip(missing, products):
+                stored = stage.encode(product, jobs[i]) if cache else None
+                entry = self.ctx.store.put(keys[i], stage.name, stored.files, stored.meta) \
+                    if stored is not None else None  # fmt: skip
+                out[i] = Produced(product, keys[i], reused=False, entry=entry)
+            release = getattr(stage, "release", None)
+            if release is not None:
+                release([jobs[i] for i in missing])
+        return [out[i] for i in range(len(jobs))]
+
+    def keep(self, stage: Stage, job: Any, product: Any) -> None:
+        """Keep a product made elsewhere (a file a search converted) under its own key."""
+        key = self.key(stage, job)
+        if self.ctx.store.get(key) is None:
+            stored = stage.encode(product, job)
+            if stored is not None:
+                self.ctx.store.put(key, stage.name, stored.files, stored.meta)
 
     # --- bookkeeping ------------------------------------------------------------------------
 
     def _save(self) -> None:
         results_mod.save(self.results, self.ctx.run_dir)
 
-    def _done(self, spec: VariantSpec) -> VariantResult | None:
+    def done(self, spec: VariantSpec) -> VariantResult | None:
         return next((r for r in self.results.variants if r.id == spec.id), None)
 
     def _add(self, row: VariantResult) -> None:
@@ -210,90 +129,44 @@ class Executor:
 
     # --- models -----------------------------------------------------------------------------
 
-    def _seed(self, repeat: int) -> int:
-        return self.ctx.cfg.training_seeds()[repeat]
-
-    def model(self, spec: ModelSpec) -> _LazyModel:
+    def model(self, spec: ModelSpec) -> LazyModel:
         if spec in self.models:
             return self.models[spec]
-        store_key = key_of
-
         cfg = self.ctx.cfg
+        seed = cfg.training_seeds()[spec.repeat]
         if spec.parent is None:
-            params = {"base": self.base.key_params(spec.repeat)}
-            parent_key = None
+            params, parent = {"base": self.base.key_params(spec.repeat)}, None
         else:
-            transform = spec.transforms[-1]
-            params = {"transform": transform.model_dump(mode="json"), "seed": self._seed(spec.repeat),
+            params = {"transform": spec.transforms[-1].model_dump(mode="json"), "seed": seed,
                       "train": cfg.train.model_dump(mode="json", exclude={"seed"}),
                       "model": cfg.model.model_dump(mode="json")}  # fmt: skip
-            parent_key = self.model(spec.parent).key
-        key = store_key("model", params, parent=parent_key, data=self.ctx.data_key)
+            parent = self.model(spec.parent)
+        job = ModelJob(self.ctx, spec, self.base, self.results, params, parent, seed)
+        key = self.key(MODEL, job)
         # A resumed run keeps its own models, even if quantbench or a library changed since
         # (which changes the keys): rows measured before and after come from one model.
         recorded = self.results.models.get(spec.id)
         if recorded and recorded != key and self.ctx.store.get(recorded) is not None:
             key = recorded
         self.results.models[spec.id] = key
-        cached = self.ctx.store.get(key) if spec.parent is not None or self.base.cacheable else None
+        cacheable = spec.parent is not None or self.base.cacheable
+        cached = self.ctx.store.get(key) if cacheable else None
         if cached is not None:
             self.ctx.emit("step", f"{spec.name} model{_repeat(spec.repeat)}: cached")
             self._materialize_model_file(spec, cached)  # model.keras without loading the model
-            training = cached.meta.get("training")  # its training cost, for the cost table
-            self._record_training(TrainingResult.model_validate(training) if training else None)
-        lazy = _LazyModel(key, lambda: self._load_or_train(spec, key))
+            self._record_training(training_of(cached))
+
+        def load() -> Any:
+            produced = self.produce(MODEL, job, key=key, cache=cacheable)
+            model, training = produced.product
+            self._record_training(training)
+            if produced.entry is not None:
+                self._materialize_model_file(spec, produced.entry)
+            return model
+
+        lazy = LazyModel(key, load)
         self.models[spec] = lazy
         return lazy
-
-    def _load_or_train(self, spec: ModelSpec, key: str) -> Any:
-        from quantbench.techniques.transforms import TRANSFORMS, TrainJob
-
-        ctx, repeat = self.ctx, spec.repeat
-        job = TrainJob(ctx.dataset, ctx.preprocessing, ctx.cfg, self._seed(repeat), repeat,
-                       can_build_fresh=self.base.trains, emit=ctx.emit)  # fmt: skip
-        if spec.parent is None:
-            rebuild = lambda: self.base.rebuild(ctx, repeat)  # noqa: E731
-            produce = lambda: self.base.produce(ctx, repeat)  # noqa: E731
-        else:
-            entry = TRANSFORMS.get(spec.transforms[-1].name)
-            params = TRANSFORMS.params_of(spec.transforms[-1])
-            parent = self.base.for_transforms(self.model(spec.parent).get(), ctx, self.results) \
-                if spec.parent.parent is None else self.model(spec.parent).get()  # fmt: skip
-            rebuild = lambda: entry.rebuild(params, parent, job)  # noqa: E731
-            produce = lambda: entry.apply(params, parent, job)  # noqa: E731
-        cacheable = spec.parent is not None or self.base.cacheable
-        cached = ctx.store.get(key) if cacheable else None
-        if cached is not None:
-            model = rebuild()
-            if model is not None:
-                with np.load(cached.path("weights.npz")) as weights:
-                    model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
-                training = cached.meta.get("training")
-                self._record_training(TrainingResult.model_validate(training) if training else None)
-                ctx.emit("info", f"loaded the cached {spec.name} model{_repeat(repeat)}")
-                self._materialize_model_file(spec, cached)
-                return model
-        model, training = produce()
-        self._record_training(training)
-        if cacheable:
-            self._store_model(spec, key, model, training)
-        return model
-
-    def _store_model(self, spec: ModelSpec, key: str, model: Any, training: TrainingResult | None):
-        import tempfile
-
-        from quantbench.engine.run import save_for_inference
-
-        with tempfile.TemporaryDirectory(prefix="quantbench-model-") as tmp:
-            files = {"weights.npz": Path(tmp) / "weights.npz"}
-            np.savez(files["weights.npz"], *model.get_weights())
-            if spec.parent is None and self.base.model_file:
-                files[self.base.model_file] = Path(tmp) / self.base.model_file
-                save_for_inference(model, files[self.base.model_file])
-            meta = {"label": f"{spec.name} model, repeat {spec.repeat}",
-                    "training": training.model_dump(mode="json") if training else None}  # fmt: skip
-            entry = self.ctx.store.put(key, "model", files, meta)
-        self._materialize_model_file(spec, entry)
 
     def _materialize_model_file(self, spec: ModelSpec, entry: Any) -> None:
         name = self.base.model_file
@@ -303,8 +176,6 @@ class Executor:
     # --- the plan -----------------------------------------------------------------------------
 
     def run(self, specs: list[VariantSpec]) -> None:
-        from quantbench.engine.stages import convert_model, measure_variant, reference_row, settle_busy
-
         self.plan = list(specs)
         failed: dict[ModelSpec, str] = {}  # models that could not be made, and why
         for model_spec in models_of(specs):
@@ -312,7 +183,7 @@ class Executor:
             broken = failed.get(model_spec.parent) if model_spec.parent else None
             if broken is None:
                 try:
-                    self._model_rows(model_spec, mine, reference_row, convert_model, measure_variant)
+                    self._model_rows(model_spec, mine)
                     continue
                 except QuantbenchError as e:  # a transform that cannot train, a bridge that fails
                     if model_spec.parent is None or isinstance(e, MachineError):
@@ -321,47 +192,234 @@ class Executor:
                     self.ctx.emit("warn", f"the {model_spec.name} model failed: {broken}")
             failed[model_spec] = broken
             for spec in mine:
-                if self._done(spec) is None:
-                    self._add(_failed_row(spec, broken))
-        settle_busy(self)  # latency figures taken while the machine was busy: once more, quiet
+                if self.done(spec) is None:
+                    self._add(failed_row(spec, broken))
+        self._finish()
 
-    def _model_rows(self, model_spec, mine, reference_row, convert_model, measure_variant) -> None:
+    def _model_rows(self, model_spec: ModelSpec, mine: list[VariantSpec]) -> None:
         """The reference row and every conversion of one model, in plan order."""
         lazy = self.model(model_spec)
         for spec in mine:
-            if spec.scheme is None and self._done(spec) is None:
-                self._add(reference_row(self, spec, lazy))
+            if spec.scheme is None and self.done(spec) is None:
+                self._add(self._reference_row(spec, lazy))
             elif spec.scheme is None:
-                self._restore_reference(spec)
-        todo = [s for s in mine if s.scheme is not None and self._done(s) is None]
+                self._restore_reference(spec, lazy)
+        todo = [s for s in mine if s.scheme is not None and self.done(s) is None]
         if todo:
-            from quantbench.techniques.selective import resolve_searches
-
-            resolve_searches(self, lazy, todo)  # conversions that search first (selective)
-            files = convert_model(self, model_spec, lazy, todo)
+            self._search(lazy, todo)
+            files = self._convert(model_spec, lazy, todo)
             for spec in todo:
-                row = measure_variant(self, spec, files[spec])
-                row.selective = self.searches.get(spec.id)
+                row = self._measure(spec, files[spec])
+                for name, value in self.row_fields.get(spec.id, {}).items():
+                    setattr(row, name, value)
                 self._add(row)
 
-    def _restore_reference(self, spec: VariantSpec) -> None:
+    def _finish(self) -> None:
+        """Each measurement's end-of-run hook; what it changed is stored again."""
+        changed = False
+        for stage in MEASUREMENTS:
+            finish = getattr(stage, "finish", None)
+            for job, product in (finish(self.ctx, self.results) if finish else []):
+                stored = stage.encode(product, job)
+                if stored is not None:
+                    self.ctx.store.put(self.key(stage, job), stage.name, stored.files, stored.meta)
+                changed = True
+        if changed:
+            self._save()
+
+    # --- the reference row ----------------------------------------------------------------------
+
+    def _reference(self, spec: VariantSpec, lazy: LazyModel) -> Produced:
+        return self.produce(REFERENCE_STAGE, ReferenceJob(self.ctx, spec, lazy))
+
+    def _reference_row(self, spec: VariantSpec, lazy: LazyModel) -> VariantResult:
+        from quantbench.measure.evaluate import score
+
+        ctx = self.ctx
+        produced = self._reference(spec, lazy)
+        predictions = np.asarray(produced.product["predictions"])
+        if not spec.transforms:
+            ctx.reference_predictions[spec.repeat] = predictions
+        scores = score(predictions, ctx.dataset.val_labels, ctx.dataset.classes,
+                       ctx.reference_predictions.get(spec.repeat), REFERENCE)  # fmt: skip
+        row = new_row(spec)
+        set_scores(row, scores)
+        row.eval_images, row.eval_seconds = len(predictions), produced.product["seconds"]
+        row.reused = [REFERENCE_STAGE.reuse_label] if produced.reused else []
+        if not spec.transforms and spec.repeat == 0 and self.base.model_file:
+            path = ctx.run_dir / self.base.model_file
+            if path.exists():
+                row.path, row.size_bytes = self.base.model_file, path.stat().st_size
+        if not spec.transforms:
+            self.base.describe_reference(row)
+        ctx.emit("info", f"{row.variant}: accuracy {row.accuracy:.1%}"
+                 + (" (cached)" if produced.reused else ""))  # fmt: skip
+        return row
+
+    def _restore_reference(self, spec: VariantSpec, lazy: LazyModel) -> None:
         """A resumed run needs the reference's predictions for the agreement of new rows."""
         if spec.transforms or spec.repeat in self.ctx.reference_predictions:
             return
-        from quantbench.engine.stages import reference_record
+        predictions = self._reference(spec, lazy).product["predictions"]
+        self.ctx.reference_predictions[spec.repeat] = np.asarray(predictions)
 
-        lazy = self.model(spec.model)
-        self.ctx.reference_predictions[spec.repeat] = np.asarray(
-            reference_record(self, spec, lazy)["predictions"]
-        )
+    # --- searches and conversions ---------------------------------------------------------------
+
+    def _search(self, lazy: LazyModel, todo: list[VariantSpec]) -> None:
+        """Schemes whose registry entry completes their parameters by a search first (the
+        selective search): its stage's product gives the scheme to convert."""
+        for spec in todo:
+            entry = SCHEMES.get(spec.scheme.name)
+            stage = entry.search_stage(SCHEMES.params_of(spec.scheme))
+            if stage is None:
+                continue
+
+            def keep_file(scheme: TechniqueSpec, path: Path, seconds: float, spec=spec) -> None:
+                job = ConvertJob(self.ctx, spec, scheme, lazy, self._out_path(spec))
+                self.keep(CONVERT, job, Converted(seconds, path=path))
+
+            produced = self.produce(stage, SearchJob(self.ctx, spec, lazy, keep_file))
+            self.resolved[spec.id], self.row_fields[spec.id] = entry.searched(
+                produced.product, self.results, self.ctx.run_dir)  # fmt: skip
+
+    def _out_path(self, spec: VariantSpec) -> Path:
+        folder = self.ctx.run_dir if spec.repeat == 0 else self.ctx.run_dir / f"repeat-{spec.repeat}"
+        return folder / file_name(spec)
+
+    def _convert(self, model_spec: ModelSpec, lazy: LazyModel,
+                 todo: list[VariantSpec]) -> dict[VariantSpec, FileOutcome]:  # fmt: skip
+        """Every conversion of one model, from the store or converted, each linked into the run
+        directory and compared with the model's other files."""
+        ctx = self.ctx
+        jobs = [ConvertJob(ctx, spec, self.resolved.get(spec.id, spec.scheme), lazy, self._out_path(spec))
+                for spec in todo]  # fmt: skip
+        jobs[0].out_path.parent.mkdir(parents=True, exist_ok=True)
+        keys = [self.key(CONVERT, job) for job in jobs]
+        reused = sum(ctx.store.get(key, verify=False) is not None for key in keys)
+        ctx.emit("step", f"converting the {model_spec.name} model: "
+                 + ", ".join(s.scheme.text() for s in todo) + (f" ({reused} cached)" if reused else ""))  # fmt: skip
+        files: dict[VariantSpec, FileOutcome] = {}
+        for job, produced in zip(jobs, self.produce_many(CONVERT, jobs, keys)):
+            converted: Converted = produced.product
+            outcome = FileOutcome(produced.key, None, converted.seconds, converted.error,
+                                  reused=produced.reused)  # fmt: skip
+            if not converted.error and produced.entry is not None:
+                if not job.out_path.exists():
+                    produced.entry.link_or_copy("model.tflite", job.out_path)
+                outcome.path = job.out_path
+            files[job.spec] = outcome
+        # The same model twice (float16 asked of a QAT model is DEFAULT's int8 model): measured once.
+        from quantbench.techniques.converter import same_model
+
+        earlier = [(s, f) for s, f in self._model_files(model_spec) if f.exists()]
+        for spec in todo:
+            file = files[spec]
+            if file.path is not None:
+                file.identical_to = next((s for s, f in earlier if s != spec and s.id != spec.id
+                                          and self._order(s) < self._order(spec)
+                                          and same_model(f, file.path)), None)  # fmt: skip
+        return files
+
+    def _model_files(self, model_spec: ModelSpec) -> list[tuple[VariantSpec, Path]]:
+        """Files of this model already in the run (finished rows included), in plan order."""
+        run_dir = self.ctx.run_dir
+        out = [(row.spec, run_dir / row.path) for row in self.results.variants
+               if row.spec is not None and row.spec.model == model_spec and row.path and row.status == "ok"]
+        out += [(s, self._out_path(s)) for s in self.plan if s.model == model_spec and s.scheme is not None]
+        return list(dict.fromkeys(out))
+
+    def _order(self, spec: VariantSpec) -> int:
+        return next((i for i, s in enumerate(self.plan) if s.id == spec.id), len(self.plan))
+
+    # --- measurement --------------------------------------------------------------------------
+
+    def _measure(self, spec: VariantSpec, file: FileOutcome) -> VariantResult:
+        """Every measurement of one converted file: cached, copied from an identical twin, or
+        measured; a failure is a failed row with its reason."""
+        from quantbench.measure import explain
+
+        ctx = self.ctx
+        row = new_row(spec)
+        row.convert_seconds = file.seconds
+        row.reused = [CONVERT.reuse_label] if file.reused else []
+        if file.error or file.path is None:
+            row.status, row.error = "failed", file.error or "no file"
+            return row
+        row.path = str(file.path.relative_to(ctx.run_dir))
+        row.size_bytes = file.path.stat().st_size
+        file_contents(row, file.path)
+        twin = self.done(file.identical_to) if file.identical_to is not None else None
+        if twin is not None and twin.status == "ok":
+            measured = {k: getattr(twin.model_copy(deep=True), k)
+                        for k in (*MEASURED_FIELDS, "latency", "targets")}  # fmt: skip
+            row = row.model_copy(update={**measured, "status": "identical", "identical_to": twin.variant})
+            row.notes.append(f"the same model as {twin.variant}: the scheme had no effect (the "
+                             "files differ at most in the converter's record of the options)")
+            return row
+        job = FileJob(ctx, spec, row, file.path, file.key)
+        try:
+            for stage in MEASUREMENTS:
+                if stage.applies(job):
+                    produced = self.produce(stage, job)
+                    stage.apply(row, produced.product, job)
+                    if produced.reused:
+                        row.reused.append(stage.reuse_label)
+        except QuantbenchError as e:  # LiteRT refused, crashed or hung: this row says why
+            row.status, row.error = "failed", e.message
+            ctx.emit("warn", f"{row.variant}: {e.message}")
+            return row
+        row.notes += explain.explain(file.path, row.latency, float32_latency(self.results, spec.repeat))
+        dense = (self.results.variant(VariantSpec(scheme=spec.scheme, repeat=spec.repeat).name, spec.repeat)
+                 if spec.transforms else None)  # fmt: skip
+        dense_ok = dense is not None and dense.ok
+        row.notes += explain.storage_notes(row.weights, row.latency_ms(),
+                                           dense.variant if dense_ok else None,
+                                           dense.latency_ms() if dense_ok else None)  # fmt: skip
+        return row
 
 
-def _failed_row(spec: VariantSpec, error: str) -> VariantResult:
-    from quantbench.engine.stages import _row
+class FileOutcome:
+    """A variant's converted file as the measurements see it."""
 
-    row = _row(spec)
+    def __init__(self, key: str, path: Path | None, seconds: float | None, error: str | None = None,
+                 identical_to: VariantSpec | None = None, reused: bool = False):  # fmt: skip
+        self.key, self.path, self.seconds, self.error = key, path, seconds, error
+        self.identical_to = identical_to  # an earlier variant of the same model, same bytes
+        self.reused = reused
+
+
+def file_name(spec: VariantSpec) -> str:
+    return f"{spec.name}.tflite"
+
+
+def new_row(spec: VariantSpec) -> VariantResult:
+    entry = SCHEMES.get(spec.scheme.name) if spec.scheme else None
+    return VariantResult(
+        id=spec.id, spec=spec, variant=spec.name, source=spec.source, repeat=spec.repeat,
+        scheme=spec.scheme.name if spec.scheme else None,
+        policy=entry.policy if entry else "Keras (reference)",
+        kind="tflite" if entry else "keras",
+    )  # fmt: skip
+
+
+def failed_row(spec: VariantSpec, error: str) -> VariantResult:
+    row = new_row(spec)
     row.status, row.error = "failed", error
     return row
+
+
+def file_contents(row: VariantResult, path: Path) -> None:
+    """Gzip size and what the weight tensors hold (zeros, distinct values): read from the
+    file in well under a second, so never cached."""
+    from quantbench.measure import filestats
+
+    row.gzip_bytes = filestats.gzip_size(path)
+    try:
+        row.weights = filestats.weight_stats(path)
+        if not row.weights.tensors:  # weights behind ops we do not follow (fake-quant float32)
+            row.weights = None
+    except (ValueError, KeyError, IndexError, AttributeError):  # a file layout we cannot read
+        row.weights = None
 
 
 def _repeat(repeat: int) -> str:

@@ -16,12 +16,20 @@ from quantbench.techniques.schemes import SCHEMES
 from quantbench.techniques.transforms import TRANSFORMS
 
 
+def scheme_specs(cfg: Any) -> list[TechniqueSpec]:
+    """The schemes the base model is converted with: `convert.schemes`, else every registry
+    entry marked default."""
+    if cfg.convert.schemes is not None:
+        return list(cfg.convert.schemes)
+    return [SCHEMES.spec(name) for name in SCHEMES.defaults()]
+
+
 def plan(cfg: Any, repeats: int | None = None, base_conversions: list[TechniqueSpec] | None = None,
          ) -> list[VariantSpec]:  # fmt: skip
     """Every variant the config asks for, in the order they are produced: per repeat, the base
     model (its Keras row, then each conversion), then each transform's model likewise."""
     repeats = len(cfg.training_seeds()) if repeats is None else repeats
-    conversions = base_conversions if base_conversions is not None else cfg.convert.scheme_specs()
+    conversions = base_conversions if base_conversions is not None else scheme_specs(cfg)
     specs: list[VariantSpec] = []
     for repeat in range(repeats):
         specs.append(VariantSpec(repeat=repeat))
@@ -54,3 +62,21 @@ def models_of(specs: list[VariantSpec]) -> list[ModelSpec]:
         for m in reversed(chain):
             seen.setdefault(m, None)
     return list(seen)
+
+
+def held_out_photos(specs: list[VariantSpec], cfg: Any) -> int:
+    """How many training photos a run holds out of training for its schemes' searches (0:
+    none): the most any of them scores (each registry entry says, `held_out_photos`)."""
+    counts = [SCHEMES.get(s.scheme.name).held_out_photos(SCHEMES.params_of(s.scheme), cfg)
+              for s in specs if s.scheme is not None]  # fmt: skip
+    return max(counts, default=0)
+
+
+def hold_out(dataset: Any, cfg: Any, specs: list[VariantSpec] | None = None) -> Any:
+    """`dataset` as `run` trains on it: the photos its searches score held out of training
+    (data.hold_out_search). Anything that re-reads a run's photos (`analyze`, benchmarks)
+    calls this, or its calibration slice would not be the run's."""
+    from quantbench.ml.data import hold_out_search
+
+    count = held_out_photos(plan(cfg) if specs is None else specs, cfg)
+    return hold_out_search(dataset, count, cfg.data.split_seed) if count else dataset

@@ -88,3 +88,13 @@ def freeze_base(model) -> None:
     """Train only the head: every layer not named head_* stops training."""
     for layer in model.layers:
         layer.trainable = layer.name.startswith(HEAD_PREFIX)
+
+
+def save_for_inference(model, path: Path) -> None:
+    """Save the model without its optimizer's state (a third of the file for Adam)."""
+    import tf_keras as keras
+
+    # The .keras format has no include_optimizer flag: save an uncompiled twin instead.
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    twin.save(path)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from quantbench.report import svg
 from quantbench.report.page import (
+    breakable,
     esc,
     figure,
     flatten,
     generic_table,
     kv_table,
+    label_attr,
     legend,
     pct,
     section,
@@ -71,17 +73,23 @@ def per_class(results: RunResults) -> str:
     classes = (results.data.classes if results.data else None) or list(rows[0].per_class_accuracy)
     values = [a for v in rows for a in v.per_class_accuracy.values()]
     low, high = min(values) - 0.02, max(values)
-    head = "<th>class</th>" + "".join(f'<th tabindex="0">{esc(v.variant)}</th>' for v in rows)
-    body = []
-    for c in classes:
-        cells = []
-        for v in rows:
-            a = v.per_class_accuracy.get(c)
-            style = (
-                f' style="{_heat(a - low, high - low, "5,150,105", 0.45)}"' if a is not None else ""
-            )
-            cells.append(f'<td data-sort="{sort_attr(a)}"{style}>{pct(a)}</td>')
-        body.append(f'<tr><th scope="row">{esc(c)}</th>{"".join(cells)}</tr>')
+
+    def cell(v, c) -> str:
+        a = v.per_class_accuracy.get(c)
+        style = f' style="{_heat(a - low, high - low, "5,150,105", 0.45)}"' if a is not None else ""
+        return f'<td data-sort="{sort_attr(a)}"{style}>{pct(a)}</td>'
+
+    if len(rows) > len(classes):  # more variants than classes: a row per variant (narrower)
+        head = '<th tabindex="0">variant</th>' + "".join(
+            f'<th tabindex="0">{breakable(c)}</th>' for c in classes)
+        body = [f'<tr><th scope="row" class="name" data-sort="{esc(v.variant)}">'
+                f'{breakable(v.variant)}</th>{"".join(cell(v, c) for c in classes)}</tr>'
+                for v in rows]  # fmt: skip
+    else:
+        head = '<th tabindex="0">class</th>' + "".join(
+            f'<th tabindex="0">{breakable(v.variant)}</th>' for v in rows)
+        body = [f'<tr><th scope="row">{esc(c)}</th>{"".join(cell(v, c) for v in rows)}</tr>'
+                for c in classes]  # fmt: skip
     table = (f'<div class="scroll"><table class="data heat sortable"><thead><tr>{head}</tr>'
              f'</thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
     mats = []
@@ -113,7 +121,7 @@ def article_comparison(results: RunResults) -> str:
         return ""
     records = [r if isinstance(r, dict) else {"value": r} for r in records]
     return section("article", "The article's figures beside ours",
-                   f'<div class="scroll">{generic_table(records)}</div>')  # fmt: skip
+                   generic_table(records))  # fmt: skip
 
 
 def details(results: RunResults) -> str:
@@ -157,34 +165,91 @@ def details(results: RunResults) -> str:
     return "".join(parts)
 
 
+TARGET_ORDER = ("mcu", "edgetpu", "gpu", "integer_only")
+MARKS = {True: ("pass", "✓", "runs"), False: ("fail", "✗", "does not run"),
+         None: ("unknown", "?", "could not be judged")}  # fmt: skip
+
+
+def _target_figures(v, name: str, t) -> str:
+    """The figures a check measured, in words: arena, TFLM accuracy beside LiteRT's, ..."""
+    said = []
+    arena = t.figures.get("arena_bytes")
+    if isinstance(arena, (int, float)):
+        said.append(f"arena {arena / 1024:.0f} KiB")
+    accuracy = t.figures.get("accuracy")
+    if isinstance(accuracy, (int, float)):
+        litert = f" (LiteRT {v.accuracy * 100:.1f}%)" if v.accuracy is not None else ""
+        said.append(f"TFLM accuracy {accuracy * 100:.1f}%{litert}")
+    agreement = t.figures.get("agreement_litert")
+    if isinstance(agreement, (int, float)):
+        said.append(f"same top-1 as LiteRT {agreement * 100:.1f}%")
+    return "; ".join(said)
+
+
 def targets(results: RunResults) -> str:
-    """Where each variant can run (targets/), with the reasons in each check's own words."""
+    """Where each variant can run (targets/): a matrix, a row per variant and a column per
+    target, each cell a mark with the check's reasons on hover; every failure (and every
+    verdict that could not be reached) listed under it in the check's own words."""
     rows = [v for v in results.rows(0) if v.targets]
     if not rows:
         return ""
-    records = []
+    seen = {name for v in rows for name in v.targets}
+    names = [n for n in TARGET_ORDER if n in seen]
+    names += sorted(seen - set(names))
+    head = '<th scope="col" tabindex="0">variant</th>' + "".join(
+        f'<th scope="col" tabindex="0" class="mark-col">{breakable(n)}</th>' for n in names
+    )
+    body = []
+    failures: dict[tuple[str, bool | None, tuple[str, ...]], list[str]] = {}
     for v in rows:
-        for name, t in v.targets.items():
+        cells = [f'<th scope="row" class="name" data-sort="{esc(v.variant)}">'
+                 f"{breakable(v.variant)}</th>"]  # fmt: skip
+        for name in names:
+            t = v.targets.get(name)
+            if t is None:
+                cells.append(f'<td class="mark none" data-sort="3"{label_attr(name)} '
+                             f'title="not checked">–</td>')  # fmt: skip
+                continue
+            css, mark, word = MARKS[t.ok]
+            figures = _target_figures(v, name, t)
+            why = "; ".join(t.reasons) or word
+            title = f"{name}: {word}. {why}" + (f" ({figures})" if figures else "")
+            extra = ""
             arena = t.figures.get("arena_bytes")
-            accuracy = t.figures.get("accuracy")
-            records.append({
-                "variant": v.variant, "target": name,
-                "verdict": "unknown" if t.ok is None else ("pass" if t.ok else "fails"),
-                "why": "; ".join(t.reasons),
-                "arena KiB": round(arena / 1024) if isinstance(arena, (int, float)) else None,
-                "TFLM accuracy %": (round(accuracy * 100, 1)
-                                    if isinstance(accuracy, (int, float)) else None),
-                "LiteRT accuracy %": (round(v.accuracy * 100, 1)
-                                      if name == "mcu" and v.accuracy is not None else None),
-                "same top-1 as LiteRT %": (round(t.figures["agreement_litert"] * 100, 1)
-                                           if isinstance(t.figures.get("agreement_litert"),
-                                                         (int, float)) else None),
-            })  # fmt: skip
+            if t.ok and isinstance(arena, (int, float)):
+                extra = f'<span class="mark-fig">{arena / 1024:.0f} KiB</span>'
+            sort = {True: 0, None: 1, False: 2}[t.ok]
+            cells.append(f'<td class="mark {css}" data-sort="{sort}"{label_attr(name)} '
+                         f'title="{esc(title)}"><span aria-hidden="true">{mark}</span>'
+                         f'<span class="sr">{esc(word)}</span>{extra}</td>')  # fmt: skip
+            if t.ok is not True:
+                failures.setdefault((name, t.ok, tuple(t.reasons)), []).append(v.variant)
+        body.append(f'<tr data-variant="{esc(v.variant)}">{"".join(cells)}</tr>')
+    table = (f'<div class="scroll"><table class="data matrix sortable" id="targets-matrix">'
+             f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+    key = ('<p class="small matrix-key"><span class="mark pass">✓</span> runs '
+           '<span class="mark fail">✗</span> does not run '
+           '<span class="mark unknown">?</span> could not be judged '
+           '<span class="mark none">–</span> not checked. Hover a mark for the reason; '
+           "every failure is listed below.</p>")  # fmt: skip
+    items = []
+    for name in names:
+        for (target, ok, reasons), variants in failures.items():
+            if target != name:
+                continue
+            what = "could not be judged" if ok is None else "does not run"
+            why = "".join(f"<li>{esc(r)}</li>" for r in reasons) or "<li>no reason given</li>"
+            who = ", ".join(f'<span class="nowrap">{breakable(n)}</span>' for n in variants)
+            items.append(f'<li class="{"unknown" if ok is None else "fail"}"><b>{esc(name)}</b> '
+                         f"{what}: {who}<ul>{why}</ul></li>")  # fmt: skip
+    reasons = (f'<h3>Why not ({sum(len(v) for v in failures.values())})</h3>'
+               f'<ul class="reasons">{"".join(items)}</ul>' if items else "")  # fmt: skip
     budgets = (results.config.get("targets") or {}) if isinstance(results.config, dict) else {}
     said = [f"{label} {esc(str(round(budgets[k] / 1024)))} KiB" for k, label in
             (("mcu_ram", "MCU RAM"), ("mcu_flash", "MCU flash")) if budgets.get(k)]  # fmt: skip
     intro = ("mcu: run on TF Lite Micro's reference kernels over the scored photos (minimum arena "
-             "by bisection); edgetpu: Coral's published requirements read from the file, not the "
-             "compiler; gpu: LiteRT's model analyzer; integer_only: no float op or float tensor "
-             "between ops." + (f" Budgets: {', '.join(said)}." if said else ""))  # fmt: skip
-    return section("targets", "Targets", generic_table(records), intro)
+             "by bisection, shown under the mark); edgetpu: Coral's published requirements read "
+             "from the file, not the compiler; gpu: LiteRT's model analyzer; integer_only: no "
+             "float op or float tensor between ops."
+             + (f" Budgets: {', '.join(said)}." if said else ""))  # fmt: skip
+    return section("targets", "Targets", key + table + reasons, intro)

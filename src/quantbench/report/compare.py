@@ -13,11 +13,22 @@ from pathlib import Path
 from quantbench.analysis import intervals
 from quantbench.analysis.recommend import Recommendation, metric, pareto, stored
 from quantbench.report import svg
-from quantbench.report.page import esc, figure, mb, num, pct, section, shell, sort_attr
+from quantbench.report.page import (
+    breakable,
+    esc,
+    figure,
+    label_attr,
+    mb,
+    num,
+    pct,
+    section,
+    shell,
+    sort_attr,
+)  # fmt: skip
 from quantbench.core.results import RunResults
 
 _NUM = ' class="num"'
-_WRAP = {2: ' class="wrap"', 3: ' class="wrap"'}
+_WRAP = {0: ' class="name"', 1: ' class="name"', 2: ' class="wrap"', 3: ' class="wrap"'}
 
 
 def run_labels(runs: list[tuple[RunResults, Path]]) -> list[str]:
@@ -34,7 +45,7 @@ def _table(runs, labels, recs: list[Recommendation | None]) -> str:
     heads = ["run", "variant", "policy", "status", "size MB", "accuracy % (95% CI)",
              "Δ own float pts [95% CI] p", "agreement %",
              *[f"latency ms ({t}t)" for t in threads], "convert s"]  # fmt: skip
-    head = "".join(f'<th tabindex="0" scope="col"{_NUM if i >= 4 else ""}>{esc(h)}</th>'
+    head = "".join(f'<th tabindex="0" scope="col"{_NUM if i >= 4 else ""}>{breakable(h)}</th>'
                    for i, h in enumerate(heads))  # fmt: skip
     body = []
     for (res, _), label, rec in zip(runs, labels, recs):
@@ -47,7 +58,7 @@ def _table(runs, labels, recs: list[Recommendation | None]) -> str:
             acc = metric(res, v, "accuracy") if ok else None
             agree = metric(res, v, "agreement") if ok else None
             diff = v.vs_reference if ok and not (v.kind == "keras" and v.source == "float") else None
-            cells = [(label, esc(label)), (v.variant, esc(v.variant)), (v.policy, esc(v.policy)),
+            cells = [(label, breakable(label)), (v.variant, breakable(v.variant)), (v.policy, esc(v.policy)),
                      (v.status, status), (size, mb(size)), (acc, _with_ci(acc, v.accuracy_ci if ok else None)),
                      (diff.difference if diff else None, _paired_text(diff)),
                      (agree, pct(agree))]  # fmt: skip
@@ -56,11 +67,12 @@ def _table(runs, labels, recs: list[Recommendation | None]) -> str:
                 cells.append((ms, num(ms)))
             cells.append((v.convert_seconds, num(v.convert_seconds, 1)))
             css = "row-recommended" if rec and rec.chosen == v.variant else f"row-{v.status}"
-            tds = "".join(f'<td data-sort="{sort_attr(s)}"{_NUM if i >= 4 else _WRAP.get(i, "")}>{h}</td>'
+            tds = "".join(f'<td data-sort="{sort_attr(s)}"{_NUM if i >= 4 else _WRAP.get(i, "")}'
+                          f'{label_attr(heads[i])}>{h}</td>'
                           for i, (s, h) in enumerate(cells))  # fmt: skip
             body.append(f'<tr class="{css}">{tds}</tr>')
-    return (f'<div class="scroll"><table class="data sortable" id="variants"><thead><tr>{head}'
-            f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
+    return (f'<div class="scroll"><table class="data sortable stack" id="variants"><thead><tr>'
+            f'{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
 
 
 def _with_ci(acc: float | None, ci: list[float] | None) -> str:
@@ -97,14 +109,17 @@ def across_runs(runs, labels) -> str:
             base = first.variant(v.variant)
             paired = intervals.paired_rows(res, v, base) if base is not None else None
             if paired is not None:
-                rows.append(f"<tr><td>{esc(label)}</td><td>{esc(v.variant)}</td><td>"
-                            f"{paired.gained} gained, {paired.lost} lost</td>"
-                            f'<td class="num">{_paired_text(paired)}</td></tr>')  # fmt: skip
+                rows.append(f'<tr><td class="name" data-label="run">{breakable(label)}</td>'
+                            f'<td class="name" data-label="variant">{breakable(v.variant)}</td>'
+                            f'<td data-label="photos">{paired.gained} gained, {paired.lost} lost</td>'
+                            f'<td class="num" data-label="Δ accuracy pts [95% CI] p">'
+                            f"{_paired_text(paired)}</td></tr>")  # fmt: skip
     if not rows:
         return ""
     head = (f"<tr><th>run</th><th>variant</th><th>photos vs {esc(labels[0])}</th>"
             f'<th class="num">Δ accuracy pts [95% CI] p</th></tr>')  # fmt: skip
-    table = f'<table class="data"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    table = (f'<div class="scroll"><table class="data stack"><thead>{head}</thead>'
+             f'<tbody>{"".join(rows)}</tbody></table></div>')  # fmt: skip
     return section("paired", f"Paired with {labels[0]}", table,
                    "Same variant, same photos: Newcombe's paired 95% interval and the exact "
                    "McNemar p-value.")  # fmt: skip

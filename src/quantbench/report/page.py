@@ -35,6 +35,21 @@ def sort_attr(value: Any) -> str:
     return "" if value is None else esc(value if isinstance(value, str) else f"{value:.10g}")
 
 
+def breakable(value: object) -> str:
+    """`esc(value)` with a line-break opportunity after each _ - . / and ·, so that long
+    variant and run names (qat_finetune_optimize_for_latency) wrap in a narrow column."""
+    text = esc(value)
+    for mark in ("_", "-", ".", "/", "·"):
+        text = text.replace(mark, f"{mark}<wbr>")
+    return text
+
+
+def label_attr(heading: str) -> str:
+    """data-label of a cell: its column's heading, shown beside it when a table is stacked
+    (one card per row) on a narrow screen."""
+    return f' data-label="{esc(heading)}"'
+
+
 def section(anchor: str, title: str, body: str, intro: str = "") -> str:
     lead = f'<p class="intro">{intro}</p>' if intro else ""
     return (f'<section id="{esc(anchor)}" class="card"><h2>{esc(title)}</h2>{lead}{body}'
@@ -64,8 +79,9 @@ def kv_table(rows: list[tuple[str, Any]], css: str = "kv") -> str:
     return f'<table class="{css}"><tbody>{body}</tbody></table>'
 
 
-def generic_table(records: list[dict[str, Any]], css: str = "data sortable") -> str:
-    """A list of dicts as a table whose columns are the union of the keys, in first-seen order."""
+def generic_table(records: list[dict[str, Any]], css: str = "data sortable stack") -> str:
+    """A list of dicts as a table whose columns are the union of the keys, in first-seen order;
+    in a box that scrolls sideways should it be wider than the page (it stacks on phones)."""
     columns: list[str] = []
     for record in records:
         for key in record:
@@ -82,11 +98,10 @@ def generic_table(records: list[dict[str, Any]], css: str = "data sortable") -> 
             sort = sort_attr(value) if isinstance(value, (int, float, str)) else ""
             if not verdict and isinstance(value, (int, float)):
                 verdict = ' class="num"'
-            cells.append(f'<td data-sort="{sort}"{verdict}>{esc(shown)}</td>')
+            cells.append(f'<td data-sort="{sort}"{verdict}{label_attr(c)}>{esc(shown)}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    return (
-        f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    )
+    return (f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')  # fmt: skip
 
 
 def verdict_class(value: Any) -> str:

@@ -7,9 +7,11 @@ from typing import Any
 from quantbench.analysis.recommend import Recommendation, metric
 from quantbench.report import svg
 from quantbench.report.page import (
+    breakable,
     esc,
     figure,
     generic_table,
+    label_attr,
     legend,
     mb,
     num,
@@ -150,7 +152,7 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
                 else "accuracy % (95% CI over photos)" if with_photos else "accuracy %")  # fmt: skip
     heads = ["variant", "status", "policy", "size MB", "gzip MB", "zeros %", "values/channel", acc_head, "Δ vs float (pts)", "agreement %",
              *[f"latency ms ({t} thread{'s' * (t != 1)})" for t in threads], "convert s"]  # fmt: skip
-    head = "".join(f'<th tabindex="0" scope="col"{_col_css(i, True)}>{esc(h)}</th>'
+    head = "".join(f'<th tabindex="0" scope="col"{_col_css(i, True)}>{breakable(h)}</th>'
                    for i, h in enumerate(heads))  # fmt: skip
     ref_acc = rec.reference_accuracy if rec else None
     palette = colors(results)
@@ -167,7 +169,7 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
             acc_cell += f' <span class="ci" title="{esc(_ci_title(ci))}">± {half:.2f}</span>'
         delta = (acc - ref_acc) * 100 if acc is not None and ref_acc is not None else None
         color = palette.get(v.variant, "#888")
-        name = f'<span class="dot" style="--c:{color}"></span>{esc(v.variant)}'
+        name = f'<span class="dot" style="--c:{color}"></span>{breakable(v.variant)}'
         if v.status == "identical":
             name += f'<div class="sub-err">same bytes as {esc(v.identical_to)}</div>'
         if v.error:
@@ -186,11 +188,11 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
             ms = figure.median_ms if figure else None
             cells.append((ms, num(ms) + _busy_mark(figure)))
         cells.append((v.convert_seconds, num(v.convert_seconds, 1)))
-        tds = "".join(f'<td data-sort="{sort_attr(s)}"{_col_css(i)}>{h}</td>'
+        tds = "".join(f'<td data-sort="{sort_attr(s)}"{_col_css(i)}{label_attr(heads[i])}>{h}</td>'
                       for i, (s, h) in enumerate(cells))  # fmt: skip
         body.append(f'<tr class="row-{status}" data-variant="{esc(v.variant)}">{tds}</tr>')
-    table = (f'<div class="scroll"><table class="data sortable" id="variants"><thead><tr>{head}'
-             f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
+    table = (f'<div class="scroll"><table class="data sortable stack" id="variants"><thead><tr>'
+             f'{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
     intro = (
         "Click a column header to sort. Δ is in percentage points against the float Keras model."
     )
@@ -245,10 +247,12 @@ def _contents_cells(results: RunResults, v) -> list[tuple[Any, str]]:
 
 
 def _col_css(index: int, head: bool = False) -> str:
-    """Variant, status, policy are text; the rest are numbers, right-aligned."""
+    """Variant, status, policy are text that wraps; the rest are numbers, right-aligned."""
     if index >= 3:
         return ' class="num"'
-    return ' class="wrap"' if index == 2 and not head else ""
+    if head:
+        return ""
+    return (' class="name"', ' class="status-cell"', ' class="wrap"')[index]
 
 
 def _points(results: RunResults, x_metric: str, rec: Recommendation | None, scale: float = 1.0):

@@ -15,7 +15,7 @@ PALETTE = [
     "#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#65a30d",
     "#4f46e5", "#c026d3", "#0d9488", "#ea580c", "#475569", "#be123c", "#15803d", "#a16207",
 ]  # fmt: skip
-CHAR_W = 6.3  # average glyph width at the charts' 11px font, for placing labels
+CHAR_W = 6.3  # average glyph width at the charts' 11px font, for the bar labels' column
 
 
 def esc(value: object) -> str:
@@ -126,24 +126,232 @@ def _axes(parts: list[str], x: Axis, y: Axis, x_label: str, y_label: str, box) -
                  f'rotate(-90)" text-anchor="middle">{esc(y_label)}</text>')  # fmt: skip
 
 
-def _place_label(x: float, y: float, text: str, placed: list, box) -> tuple[float, float]:
-    """Greedy label placement: the nearest spot, right or left of the point, that overlaps no
-    earlier label or point; falls back to the plain right-hand spot."""
-    width = len(text) * CHAR_W
-    sides = [x + 9, x - 9 - width]
-    if x + 9 + width > box[2]:
-        sides.reverse()
-    for dy in (0, -11, 11, -22, 22, -33, 33):
-        for x0 in sides:
-            if x0 < box[0] + 2 or x0 + width > box[2] + 14:
-                continue
-            spot = (x0, y + dy - 9, x0 + width, y + dy + 3)
-            if not any(spot[0] < b[2] and b[0] < spot[2] and spot[1] < b[3] and b[1] < spot[3]
-                       for b in placed):  # fmt: skip
-                placed.append(spot)
-                return x0, y + dy + 3.5
-    placed.append((sides[0], y - 9, sides[0] + width, y + 3))
-    return sides[0], y + 3.5
+# Advance widths of ASCII 32..126 in DejaVu Sans, per 1000 units of font size: what Chromium
+# draws with on Linux and one of the widest common sans faces, so a box measured with it holds
+# the label in narrower faces too (Arial, Roboto, Segoe UI, San Francisco).
+_ADVANCE = [
+    318, 401, 460, 838, 636, 950, 780, 275, 390, 390, 500, 838, 318, 361, 318, 337, 636, 636,
+    636, 636, 636, 636, 636, 636, 636, 636, 337, 337, 838, 838, 838, 531, 1000, 684, 686, 698,
+    770, 632, 575, 775, 752, 295, 295, 656, 557, 863, 748, 787, 603, 787, 695, 635, 611, 732,
+    684, 989, 685, 611, 685, 390, 337, 390, 838, 500, 500, 613, 635, 550, 635, 615, 352, 635,
+    634, 278, 278, 579, 278, 974, 634, 612, 635, 635, 411, 521, 392, 634, 592, 818, 592, 592,
+    525, 636, 337, 636, 838,
+]  # fmt: skip
+LABEL_SIZE = 11.0  # px: the charts' label font (.pt-label in style.css)
+ASCENT, DESCENT = 0.95, 0.30  # of the font size, above and below the baseline (DejaVu: .93, .24)
+LABEL_GAP = 1.5  # px kept clear between two labels, and between a label and a point
+LABEL_MAX = 0.45  # of the plot's width: longer labels are shortened in the middle
+
+
+def text_width(text: str, size: float = LABEL_SIZE) -> float:
+    """Estimated advance width of `text` in px at `size`: per-character widths for ASCII, a
+    full em for wide (CJK) characters, 0.7 em for any other character."""
+    import unicodedata
+
+    total = 0.0
+    for ch in text:
+        code = ord(ch)
+        if 32 <= code < 127:
+            total += _ADVANCE[code - 32]
+        elif unicodedata.east_asian_width(ch) in ("W", "F"):
+            total += 1000
+        elif unicodedata.combining(ch):
+            continue
+        else:
+            total += 700
+    return total * size / 1000
+
+
+def shorten(text: str, max_width: float, size: float = LABEL_SIZE) -> str:
+    """`text`, or its two ends joined by an ellipsis, no wider than `max_width`."""
+    if text_width(text, size) <= max_width:
+        return text
+    head, tail = text[: len(text) // 2], text[len(text) // 2 :]
+    while head or tail:
+        if len(head) >= len(tail):
+            head = head[:-1]
+        else:
+            tail = tail[1:]
+        candidate = f"{head}…{tail}"
+        if text_width(candidate, size) <= max_width:
+            return candidate
+    return "…"
+
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+def overlap(a: Box, b: Box) -> bool:
+    """Do two boxes share any area (touching edges do not count)?"""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _crosses(seg: tuple[float, float, float, float], box: Box) -> bool:
+    """Does the segment pass through the box's interior? (Liang-Barsky clipping.)"""
+    x0, y0, x1, y1 = seg
+    dx, dy = x1 - x0, y1 - y0
+    low, high = 0.0, 1.0
+    for p, q in ((-dx, x0 - box[0]), (dx, box[2] - x0), (-dy, y0 - box[1]), (dy, box[3] - y0)):
+        if abs(p) < 1e-12:
+            if q <= 0:
+                return False
+            continue
+        t = q / p
+        if p < 0:
+            low = max(low, t)
+        else:
+            high = min(high, t)
+        if low >= high:
+            return False
+    return high - low > 1e-6
+
+
+def _segments_cross(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    """Do two segments cross (properly: sharing an end point does not count)?"""
+    def side(p, q, r) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    p1, p2, q1, q2 = a[:2], a[2:], b[:2], b[2:]
+    d1, d2 = side(q1, q2, p1), side(q1, q2, p2)
+    d3, d4 = side(p1, p2, q1), side(p1, p2, q2)
+    return d1 * d2 < 0 and d3 * d4 < 0
+
+
+# What a leader line's crossings cost, in px of extra distance, when choosing a label's spot.
+CROSS_LABEL, CROSS_POINT, CROSS_LEADER = 80.0, 10.0, 25.0
+
+
+@dataclass
+class Label:
+    """A placed label: `x`, `y` are the text's start and baseline (text-anchor start); `box`
+    is the space it is given; `leader` a line from its point to it, when it sits apart."""
+
+    text: str
+    x: float
+    y: float
+    box: Box
+    leader: tuple[float, float, float, float] | None = None
+    fits: bool = True  # False: no free spot was left, it overlaps as little as could be
+
+
+def _box_at(left: float, mid: float, width: float, size: float) -> Box:
+    """A label box `width` wide starting at `left`, centred vertically on `mid`."""
+    half = (ASCENT + DESCENT) * size / 2
+    return (left, mid - half, left + width, mid + half)
+
+
+def _leader(px: float, py: float, radius: float, box: Box) -> tuple[float, float, float, float]:
+    """From the point's rim to the label: to the middle of its near side when it sits to the
+    right or left of the point, else to the nearest point of its top or bottom edge."""
+    mid = (box[1] + box[3]) / 2
+    if box[0] >= px:
+        nx, ny = box[0] - 1.5, mid
+    elif box[2] <= px:
+        nx, ny = box[2] + 1.5, mid
+    else:
+        nx = min(max(px, box[0]), box[2])
+        ny = box[1] - 1.5 if box[1] > py else box[3] + 1.5
+    dist = math.hypot(nx - px, ny - py) or 1.0
+    ux, uy = (nx - px) / dist, (ny - py) / dist
+    return (px + ux * (radius + 1), py + uy * (radius + 1), nx, ny)
+
+
+def _candidates(step: float, reach_x: float,
+                reach_y: float) -> list[tuple[float, float, float, int]]:  # fmt: skip
+    """(distance, dx, dy, side) offsets of a label from its spot beside the point, nearest first: side 1
+    is to the right (the label starts dx past the point), -1 to the left (it ends dx before).
+    dx is at least one step, so that a leader line leaves its point sideways."""
+    out = []
+    for i in range(1, int(reach_x / step) + 1):
+        for j in range(-int(reach_y / step), int(reach_y / step) + 1):
+            for side in (1, -1):
+                dx, dy = i * step, j * step
+                out.append((math.hypot(dx * 1.4, dy) + (0.5 if side < 0 else 0.0), dx, dy, side))
+    out.sort()
+    return out
+
+
+def place_labels(anchors: list[tuple], bounds: Box, radius: float = 6.0,
+                 obstacles: list[Box] = (), size: float = LABEL_SIZE) -> list[Label]:  # fmt: skip
+    """Labels for points, none over another label or any point, all inside `bounds`.
+
+    `anchors` are (x, y, text) or (x, y, text, radius), in priority order: earlier ones get the
+    better spots; a point is a disc of `radius` (its own, or the default). Each label
+    first tries the spots touching its point (right, left, the four corners, above, below);
+    when all are taken it moves outward to the nearest free spot and gets a leader line back
+    to its point; a spot whose leader would cross labels, points or other leaders counts as
+    farther (CROSS_LABEL, CROSS_POINT, CROSS_LEADER px each). Deterministic: the same anchors
+    give the same labels. A label with no free spot anywhere overlaps as little as it can
+    (`fits` False)."""
+    half = (ASCENT + DESCENT) * size / 2
+    anchors = [(a[0], a[1], a[2], a[3] if len(a) > 3 else radius) for a in anchors]
+    points = [(x - r - LABEL_GAP, y - r - LABEL_GAP, x + r + LABEL_GAP, y + r + LABEL_GAP)
+              for x, y, _, r in anchors]  # fmt: skip
+    blocked: list[Box] = points + list(obstacles)
+    placed: list[Box] = []
+    leaders: list[tuple[float, float, float, float]] = []
+    offsets = _candidates(half, min(bounds[2] - bounds[0], 240.0), bounds[3] - bounds[1])
+    out = []
+
+    def inside(b: Box) -> bool:
+        return b[0] >= bounds[0] and b[1] >= bounds[1] and b[2] <= bounds[2] and b[3] <= bounds[3]
+
+    def free(b: Box, own: int) -> bool:
+        padded = (b[0] - LABEL_GAP, b[1] - LABEL_GAP, b[2] + LABEL_GAP, b[3] + LABEL_GAP)
+        return (not any(overlap(padded, o) for o in placed)
+                and not any(overlap(b, o) for k, o in enumerate(blocked) if k != own))
+
+    for index, (px, py, text, radius) in enumerate(anchors):
+        gap = radius + 3.0
+        width = text_width(text, size) + 1.0
+        own = (px - radius, py - radius, px + radius, py + radius)
+        beside = [
+            _box_at(px + gap, py, width, size), _box_at(px - gap - width, py, width, size),
+            _box_at(px + radius - 1, py - radius - half - 1, width, size),
+            _box_at(px + radius - 1, py + radius + half + 1, width, size),
+            _box_at(px - radius + 1 - width, py - radius - half - 1, width, size),
+            _box_at(px - radius + 1 - width, py + radius + half + 1, width, size),
+            _box_at(px - width / 2, py - gap - half, width, size),
+            _box_at(px - width / 2, py + gap + half, width, size),
+        ]  # fmt: skip
+        chosen: Box | None = next((b for b in beside if inside(b) and free(b, index)), None)
+        line = None
+        if chosen is None:
+            # Nearest free spot, a leader's crossings counted against it: branch and bound
+            # over the spots in order of distance, stopping once none left can do better.
+            best = math.inf
+            for distance, dx, dy, side in offsets:
+                if distance >= best:
+                    break
+                left = px + gap + dx if side > 0 else px - gap - dx - width
+                b = _box_at(left, py + dy, width, size)
+                if not inside(b) or not free(b, index):
+                    continue
+                seg = _leader(px, py, radius, b)
+                score = distance + (
+                    CROSS_LABEL * sum(_crosses(seg, o) for o in placed)
+                    + CROSS_POINT * sum(_crosses(seg, o) for k, o in enumerate(points) if k != index)
+                    + CROSS_LEADER * sum(_crosses(s, b) or _segments_cross(s, seg) for s in leaders)
+                )  # fmt: skip
+                if score < best:
+                    best, chosen, line = score, b, seg
+        fits = chosen is not None
+        if chosen is None:  # the chart is full: the spot that overlaps least
+            def cost(b: Box) -> float:
+                return sum(max(0.0, min(b[2], o[2]) - max(b[0], o[0]))
+                           * max(0.0, min(b[3], o[3]) - max(b[1], o[1]))
+                           for o in placed + blocked)  # fmt: skip
+            options = [b for b in beside if inside(b)] or beside
+            chosen = min(options, key=cost)
+        if line is None and not overlap(chosen, (own[0] - gap, own[1] - gap, own[2] + gap,
+                                                 own[3] + gap)):  # fmt: skip
+            line = _leader(px, py, radius, chosen)
+        placed.append(chosen)
+        if line is not None:
+            leaders.append(line)
+        baseline = (chosen[1] + chosen[3]) / 2 + (ASCENT - DESCENT) * size / 2
+        out.append(Label(text, chosen[0], baseline, chosen, line, fits))
+    return out
 
 
 def scatter(points: list[Point], x_label: str, y_label: str, front: list[str] | None = None,
@@ -162,13 +370,25 @@ def scatter(points: list[Point], x_label: str, y_label: str, front: list[str] | 
     if len(on_front) > 1:
         path = " ".join(f"{x(p.x):.1f},{y(p.y):.1f}" for p in sorted(on_front, key=lambda p: p.x))
         parts.append(f'<polyline class="front" points="{path}"/>')
-    # Points are obstacles for labels; labels of Pareto points get the first pick.
-    placed: list = [(x(p.x) - 7, y(p.y) - 7, x(p.x) + 7, y(p.y) + 7) for p in points]
-    for p in sorted(points, key=lambda p: (p.label not in (front or []), -p.y)):
-        px, py = x(p.x), y(p.y)
+    # Labels of the recommendation, then of Pareto points, get the first pick; then top down.
+    order = sorted(points, key=lambda p: (p.css != "rec", p.label not in (front or []), -p.y,
+                                          p.x, p.label))  # fmt: skip
+    limit = LABEL_MAX * (box[2] - box[0])
+    labels = place_labels([(x(p.x), y(p.y), shorten(p.label, limit),
+                            11.5 if p.css == "rec" else 6.0) for p in order],
+                          (box[0] + 2, 2, width - 2, box[3] - 2))  # fmt: skip
+    for p, label in zip(order, labels):
         if p.y_low is not None and p.y_high is not None:
+            px = x(p.x)
             parts.append(f'<line class="ci" x1="{px:.1f}" x2="{px:.1f}" y1="{y(p.y_low):.1f}" '
-                         f'y2="{y(p.y_high):.1f}" stroke="{p.color}"/>')  # fmt: skip
+                         f'y2="{y(p.y_high):.1f}" stroke="{esc(p.color)}"/>')  # fmt: skip
+    for p, label in zip(order, labels):
+        if label.leader is not None:
+            x1, y1, x2, y2 = label.leader
+            parts.append(f'<line class="leader" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" '
+                         f'y2="{y2:.1f}" stroke="{esc(p.color)}"/>')  # fmt: skip
+    for p in order:
+        px, py = x(p.x), y(p.y)
         css = (
             "pt"
             + (" on-front" if front and p.label in front else "")
@@ -178,9 +398,11 @@ def scatter(points: list[Point], x_label: str, y_label: str, front: list[str] | 
         if p.css == "rec":
             parts.append(f'<circle class="rec-ring" cx="{px:.1f}" cy="{py:.1f}" r="10.5"/>')
         parts.append(f'<circle class="{css}" cx="{px:.1f}" cy="{py:.1f}" r="6" '
-                     f'fill="{p.color}"><title>{tip}</title></circle>')  # fmt: skip
-        lx, ly = _place_label(px, py, p.label, placed, box)
-        parts.append(f'<text class="pt-label" x="{lx:.1f}" y="{ly:.1f}">{esc(p.label)}</text>')
+                     f'fill="{esc(p.color)}"><title>{tip}</title></circle>')  # fmt: skip
+    for p, label in zip(order, labels):
+        full = f"<title>{esc(p.label)}</title>" if label.text != p.label else ""
+        parts.append(f'<text class="pt-label" x="{label.x:.1f}" y="{label.y:.1f}">'
+                     f"{esc(label.text)}{full}</text>")  # fmt: skip
     parts.append("</svg>")
     return "".join(parts)
 

@@ -128,7 +128,7 @@ def to_csv(state: Any, trials, rec: SweepRecommendation | None = None) -> str:
 
 def render(state: Any, trials, rec: SweepRecommendation) -> str:
     from quantbench.report.compare import _scatter, _table
-    from quantbench.report.page import esc, section, shell
+    from quantbench.report.page import breakable, esc, section, shell
 
     runs = [(res, run_dir) for _, res, run_dir in trials]
     labels = [record.label for record, _, _ in trials]
@@ -136,13 +136,16 @@ def render(state: Any, trials, rec: SweepRecommendation) -> str:
              for record, _, _ in trials]  # the table marks only the sweep's choice
     c = state.counts()
     rows = "".join(
-        f"<tr><td>{esc(t.label)}</td><td>{esc(t.status)}</td><td>{esc(t.node or '')}</td>"
-        f'<td class="num">{"" if t.seconds is None else f"{t.seconds:.0f}"}</td>'
-        f"<td>{esc(t.error or ('finished earlier' if t.skipped else ''))}</td></tr>"
+        f'<tr><td class="name" data-label="trial">{breakable(t.label)}</td>'
+        f'<td data-label="status">{esc(t.status)}</td><td data-label="node">{esc(t.node or "")}</td>'
+        f'<td class="num" data-label="seconds">{"" if t.seconds is None else f"{t.seconds:.0f}"}</td>'
+        f'<td class="wrap" data-label="note">{esc(t.error or ("finished earlier" if t.skipped else ""))}'
+        "</td></tr>"
         for t in state.trials
     )  # fmt: skip
-    trials_table = ('<table class="data"><thead><tr><th>trial</th><th>status</th><th>node</th>'
-                    f'<th class="num">seconds</th><th>note</th></tr></thead><tbody>{rows}</tbody></table>')  # fmt: skip
+    trials_table = ('<div class="scroll"><table class="data stack"><thead><tr><th>trial</th>'
+                    '<th>status</th><th>node</th><th class="num">seconds</th><th>note</th></tr>'
+                    f"</thead><tbody>{rows}</tbody></table></div>")  # fmt: skip
     pick = esc(rec.chosen) if rec.chosen else "no variant fits"
     summary = (f'<div class="kpis"><div class="kpi"><div class="kpi-v">{pick}</div>'
                f'<div class="kpi-k">{esc(rec.reason)}</div></div></div>'

@@ -61,72 +61,7 @@ def export_saved_model(model, directory: Path) -> Path:
     return directory
 
 
-def _representative_dataset(calibration_path: str | None):
-    if calibration_path is None:
-        return None
-    calibration_images = np.load(calibration_path)
-
-    def representative_dataset():
-        for image in calibration_images:
-            yield [image[None, ...]]
-
-    return representative_dataset
-
-
-def _error_line(exc: BaseException) -> str:
-    """The converter's own message, shortened to its informative first lines."""
-    text = str(exc).strip() or type(exc).__name__
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # MLIR errors bury the reason after "error:"; keep the first such line when present.
-    errors = [ln for ln in lines if re.search(r"\berror\b", ln, re.I)]
-    picked = errors[0] if errors else lines[0]
-    return f"{type(exc).__name__}: {picked[:400]}"
-
-
-def resolve_scheme(spec: dict[str, Any]):
-    """The registry entry and typed parameters a conversion spec `{"name", "params"}` asks for."""
-    from quantbench.techniques import TechniqueSpec
-    from quantbench.techniques.schemes import conversion_of
-
-    return conversion_of(TechniqueSpec.model_validate(spec))
-
-
-def convert_one(saved_model_dir: str, spec: dict[str, Any], calibration_path: str | None,
-                out_path: str) -> tuple[float, str | None]:  # fmt: skip
-    """Convert with one scheme (in a worker process); returns (seconds, error or None)."""
-    import tensorflow as tf
-
-    scheme, params = resolve_scheme(spec)
-    calibration = calibration_path if scheme.needs_representative_dataset else None
-    started = time.perf_counter()
-    try:
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        model_bytes = scheme.convert(converter, _representative_dataset(calibration), params,
-                                     source=f"{saved_model_dir}|{calibration}")  # fmt: skip
-    except Exception as e:  # noqa: BLE001 - every converter failure is recorded, not raised
-        return time.perf_counter() - started, _error_line(e)
-    try:
-        atomic.write_bytes(out_path, model_bytes)
-    except MachineError as e:  # a full disk: the parent stops the run with this message
-        return time.perf_counter() - started, e.message
-    return time.perf_counter() - started, None
-
-
-def convert_request(payload: dict[str, Any]) -> dict[str, Any]:
-    """The worker's `convert` op: {saved_model, spec, calibration, out} -> {seconds, error}."""
-    seconds, error = convert_one(payload["saved_model"], payload["spec"], payload["calibration"],
-                                 payload["out"])  # fmt: skip
-    return {"seconds": seconds, "error": error}
-
-
 Outcome = tuple[float, "str | None"]  # (seconds, error or None)
-
-
-def warm_request(payload: dict[str, Any]) -> dict[str, Any]:
-    """The worker's `warm` op: import TensorFlow (3-4 s) before there is anything to convert."""
-    import tensorflow  # noqa: F401
-
-    return {}
 
 
 class _Job(Future):
@@ -269,75 +204,6 @@ def same_model(a: Path, b: Path, max_size_difference: int = 1024) -> bool:
     if abs(len(data_a) - len(data_b)) > max_size_difference:
         return False
     return _without_conversion_metadata(a) == _without_conversion_metadata(b)
-
-
-def convert_all(
-    model,
-    conversions: list[Any],
-    calibration_images: np.ndarray,
-    out_dir: Path,
-    *,
-    prefix: str = "",
-    workers: int = 2,  # the caller's Resources.convert_workers; 2 for tests and scripts
-    on_progress: Callable[[str, Conversion], None] | None = None,
-    timeout: float = CONVERT_TIMEOUT_SECONDS,
-) -> list[Conversion]:
-    """Convert `model` with each conversion (a TechniqueSpec, or a scheme name) into
-    out_dir/<prefix><slug>.tflite (numbered where two specs share a slug).
-
-    `on_progress(f"{prefix}{scheme}", conversion)` is called as each conversion finishes (its
-    `identical_to` is set once all have), from a pool thread. Prints nothing: a failure is in
-    its `Conversion.error`.
-    """
-    from quantbench.techniques.schemes import SCHEMES
-
-    specs = [SCHEMES.coerce(c) for c in conversions]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # One output per spec, by position: two parametrizations of one scheme (selective of two
-    # bases) are two files, so files are named by the spec's slug, numbered where slugs repeat.
-    slugs = [SCHEMES.slug_of(spec) for spec in specs]
-    out_paths = [str(out_dir / (f"{prefix}{slug}.tflite" if slugs.count(slug) == 1
-                                else f"{prefix}{slug}-{i}.tflite"))
-                 for i, slug in enumerate(slugs)]  # fmt: skip
-    position = {path: i for i, path in enumerate(out_paths)}
-    finished: dict[int, Conversion] = {}
-
-    def done(out_path: str, outcome: Outcome) -> None:
-        i = position[out_path]
-        seconds, error = outcome
-        # The one export serves every scheme: charge each an equal share of it.
-        share = export_seconds / len(out_paths)
-        conversion = Conversion(specs[i].name, None if error else Path(out_path), seconds + share, error)
-        finished[i] = conversion
-        if on_progress is not None:
-            on_progress(f"{prefix}{slugs[i]}", conversion)
-
-    with scratch_dir("convert") as tmp:
-        started = time.perf_counter()
-        try:
-            saved_model_dir = export_saved_model(model, Path(tmp) / "saved_model")
-        except Exception as e:
-            if says_disk_full(str(e)):
-                raise MachineError(f"the disk is full: cannot export the model to {tmp}",
-                                   tip=DISK_FULL_TIP) from e  # fmt: skip
-            raise
-        export_seconds = time.perf_counter() - started
-        calibration_path = Path(tmp) / "calibration.npy"
-        atomic.save_npy(calibration_path, calibration_images.astype(np.float32))
-        jobs = [(spec.model_dump(mode="json"), path) for spec, path in zip(specs, out_paths)]
-        outcomes = convert_saved_model(saved_model_dir, jobs, calibration_path, workers,
-                                       timeout=timeout, on_done=done)  # fmt: skip
-    _stop_if_disk_full({slugs[position[path]]: outcome for path, outcome in outcomes.items()},
-                       {slugs[position[path]]: path for path in outcomes})  # fmt: skip
-    conversions: list[Conversion] = []
-    for i in range(len(specs)):
-        conversion = finished[i]
-        if conversion.error is None:
-            twin = next((c for c in conversions if c.path and c.identical_to is None
-                         and same_model(c.path, conversion.path)), None)  # fmt: skip
-            conversion.identical_to = twin.scheme if twin else None
-        conversions.append(conversion)
-    return conversions
 
 
 DISK_FULL_TIP = ("free some space on that file system, or pass --output-dir (or set TMPDIR) to "

@@ -15,6 +15,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field
 
 from quantbench.techniques import NoParams, Params, Registry, Technique, TechniqueSpec
+from quantbench.techniques.selective import SEARCH, SelectiveParams, record_search
 
 OpsSet = Literal["builtins", "int8", "int16x8"]
 
@@ -28,9 +29,23 @@ class Scheme(Technique):
     ops: OpsSet = "builtins"
     io_dtype: Literal["float32", "int8"] = "float32"
     per_channel: bool = True  # False: one scale per weight tensor (what some DSPs require)
-    # A conversion whose parameters a search must complete before it can convert (selective):
-    # the executor runs `quantbench.techniques.selective` for it first and converts the resolved spec.
+    # A scheme whose parameters a search must complete before it can convert (selective): the
+    # executor runs its `search_stage` first and converts the spec `searched` returns.
     needs_search: bool = False
+
+    def search_stage(self, params: Params) -> Any:
+        """A Stage (engine/stage.py) whose product completes these parameters, or None: the
+        spec converts as it is. Its job has the context, the variant spec, the lazy model and
+        `keep_file(scheme, path, seconds)` for files it made on the way."""
+        return None
+
+    def searched(self, product: Any, results: Any, run_dir: Any) -> tuple[TechniqueSpec, dict[str, Any]]:
+        """From the search's product: the completed spec, and fields for the variant's row."""
+        raise NotImplementedError
+
+    def held_out_photos(self, params: Params, cfg: Any) -> int:
+        """Training photos this scheme's search scores, held out of training (0: none)."""
+        return 0
 
     def convert(self, converter: Any, representative_dataset: Callable | None,
                 params: Params | None = None, source: str = "") -> bytes:
@@ -136,17 +151,6 @@ def calibrated_model(base: Scheme, converter: Any, representative_dataset: Calla
     return calibrated
 
 
-class SelectiveParams(Params):
-    base: Literal["int8", "int8_io", "int8_per_tensor", "int8_per_tensor_io"] = "int8_per_tensor"
-    budget: float | None = Field(None, ge=0)  # points below float; None: --max-accuracy-drop
-    # Held-apart images that score candidates: at 300, one image is 0.33 points and the default
-    # preset's curve was flat within noise from 3 to 29 float layers (a 1-point budget then picks
-    # by chance); 1000 halves the noise.
-    search_images: int = Field(1000, ge=10, le=100_000)
-    max_candidates: int = Field(12, ge=2, le=200)  # candidate conversions the search may make
-    denylist: list[str] | None = None  # TF Lite tensor names kept in float (the search's result)
-
-
 @dataclass(frozen=True)
 class Selective(Scheme):
     """Calibrate once, then quantize with the denylist (`mlir_quantize`, what
@@ -161,6 +165,18 @@ class Selective(Scheme):
 
     def base_of(self, params: SelectiveParams):
         return SCHEMES.get(params.base)
+
+    # The search, its held-out photos and what it records: techniques/selective.py.
+    def search_stage(self, params: SelectiveParams) -> Any:
+        return SEARCH if params.denylist is None else None
+
+    def searched(self, product: Any, results: Any, run_dir: Any) -> tuple[TechniqueSpec, dict[str, Any]]:
+        return record_search(product, results, run_dir)
+
+    def held_out_photos(self, params: SelectiveParams, cfg: Any) -> int:
+        if getattr(cfg.convert, "search_data", None) or params.denylist is not None:
+            return 0
+        return params.search_images
 
     def convert(self, converter: Any, representative_dataset: Callable | None,
                 params: SelectiveParams | None = None, source: str = "") -> bytes:  # fmt: skip

@@ -16,10 +16,10 @@
    (data.hold_out_search says why); `convert.search_data` when given. The chosen variant is
    then converted and measured like any other, on the untouched validation split.
 
-The executor calls `resolve_searches` for conversions whose registry entry `needs_search`;
-the result (the denylist, the search's trace, the analysis) is cached in the store, and each
-candidate file is stored under the key the final conversion asks for, so the chosen file is
-never converted twice.
+The registry entry's hooks (schemes.Selective) hand the executor the search as a stage
+(`SearchStage`, cached in the store like every product) and the photos it holds out of
+training; each candidate file is kept under the key the final conversion asks for, so the
+chosen file is never converted twice.
 """
 
 from __future__ import annotations
@@ -27,17 +27,28 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Literal
+
+from pydantic import Field
 
 import numpy as np
 
 from quantbench.core.errors import QuantbenchError
 from quantbench.core.results import LayerAnalysis, SearchCandidate, SelectiveSearch
+from quantbench.core.specs import TechniqueSpec
+from quantbench.techniques import Params
 
-if TYPE_CHECKING:
-    from quantbench.engine.executor import Executor, _LazyModel
-    from quantbench.engine.plan import VariantSpec
-    from quantbench.techniques import TechniqueSpec
+
+class SelectiveParams(Params):
+    base: Literal["int8", "int8_io", "int8_per_tensor", "int8_per_tensor_io"] = "int8_per_tensor"
+    budget: float | None = Field(None, ge=0)  # points below float; None: --max-accuracy-drop
+    # Held-apart images that score candidates: at 300, one image is 0.33 points and the default
+    # preset's curve was flat within noise from 3 to 29 float layers (a 1-point budget then picks
+    # by chance); 1000 halves the noise.
+    search_images: int = Field(1000, ge=10, le=100_000)
+    max_candidates: int = Field(12, ge=2, le=200)  # candidate conversions the search may make
+    denylist: list[str] | None = None  # TF Lite tensor names kept in float (the search's result)
+
 
 LATENCY_RUNS = 20  # per candidate: enough for the trend the report draws
 
@@ -80,19 +91,19 @@ def search(
     from quantbench.core import atomic
     from quantbench.techniques.converter import ConverterPool, export_saved_model
     from quantbench.measure.evaluate import WORKER_SECONDS_PER_IMAGE, WORKER_START_SECONDS
-    from quantbench.techniques.schemes import SCHEMES
     from quantbench.workers import scratch_dir
 
     started = time.perf_counter()
-    params = SCHEMES.params_of(conversion)
-    base = SCHEMES.spec(params.base)
+    params = SelectiveParams.model_validate(conversion.params)
+    base = TechniqueSpec(name=params.base)  # the int8 family: no parameters of their own
     ranked: list[str] = []
     tried: dict[int, SearchCandidate] = {}
     order: list[int] = []
     floor = float_accuracy - budget / 100.0
 
     def spec_for(k: int) -> TechniqueSpec:
-        return SCHEMES.spec("selective", **{**params.model_dump(), "denylist": ranked[:k]})
+        return TechniqueSpec(name=conversion.name, params=params.model_copy(
+            update={"denylist": ranked[:k]}).model_dump(mode="json"))  # fmt: skip
 
     # One pool of workers for the whole search, which convert and score the candidates: each
     # imports TensorFlow, calibrates and loads the search images once.
@@ -207,31 +218,7 @@ def _latency(path: str, inputs: np.ndarray, threads: int) -> float | None:
     return result.median_ms
 
 
-# --- the executor's side ---------------------------------------------------------------------
-
-
-def holdout_count(specs: list[VariantSpec], cfg: Any) -> int:
-    """How many training photos a run holds out of training for its searches (0: none):
-    the most any search of the plan scores, unless `convert.search_data` supplies them."""
-    from quantbench.techniques.schemes import SCHEMES
-
-    if getattr(cfg.convert, "search_data", None):
-        return 0
-    counts = [SCHEMES.params_of(s.scheme).search_images for s in specs
-              if s.scheme is not None and SCHEMES.get(s.scheme.name).needs_search
-              and SCHEMES.params_of(s.scheme).denylist is None]  # fmt: skip
-    return max(counts, default=0)
-
-
-def hold_out(dataset: Any, cfg: Any, specs: list[VariantSpec] | None = None) -> Any:
-    """`dataset` as `run` trains on it: its search photos held out of training when the plan
-    has a search (data.hold_out_search). Anything that re-reads a run's photos (`analyze`,
-    benchmarks) calls this, or its calibration slice would not be the run's."""
-    from quantbench.ml.data import hold_out_search
-    from quantbench.engine.plan import plan
-
-    count = holdout_count(plan(cfg) if specs is None else specs, cfg)
-    return hold_out_search(dataset, count, cfg.data.split_seed) if count else dataset
+# --- the search as a stage, and its photos ---------------------------------------------------
 
 
 def search_set(ctx: Any, count: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -274,59 +261,73 @@ def _folder_images(ctx: Any, folder: Path, count: int) -> tuple[np.ndarray, np.n
     return images[picks], labels[picks]
 
 
-def resolve_searches(ex: Executor, lazy: _LazyModel, todo: list[VariantSpec]) -> None:
-    """Run (or fetch from the store) the search of every conversion in `todo` that needs one;
-    the executor then converts `ex.resolved[spec.id]` instead of the spec's own conversion."""
-    from quantbench.ml.data import calibration_indices  # noqa: F401  (keeps import errors early)
-    from quantbench.engine.executor import key_of
-    from quantbench.store import data_fingerprint
-    from quantbench.techniques.schemes import SCHEMES
-    from quantbench.ml.train import predict_keras
+class SearchStage:
+    """The search as a stage (engine/stage.py): its product is the completed spec, the trace
+    and the analysis; the key's parent is the model, its data the calibration and search
+    images. Every candidate file goes to `job.keep_file`, under the key its conversion asks
+    for, so the chosen file is never converted twice."""
 
-    ctx = ex.ctx
-    for spec in todo:
-        entry = SCHEMES.get(spec.scheme.name)
-        params = SCHEMES.params_of(spec.scheme)
-        if not entry.needs_search or params.denylist is not None:
-            continue
-        budget = params.budget if params.budget is not None else ctx.cfg.recommend.max_accuracy_drop
-        images, labels, source = search_set(ctx, params.search_images)
-        inputs = ctx.preprocessing.scale(images)
-        threads = ctx.cfg.evaluate.threads[-1]
-        key = key_of("selective", {"conversion": spec.scheme.model_dump(mode="json"),
-                                   "budget": budget, "threads": threads},
-                     parent=lazy.key, data=f"{ctx.calibration_key}/{data_fingerprint([inputs, labels])}")  # fmt: skip
-        cached = ctx.store.get(key)
-        if cached is not None:
-            resolved = SCHEMES.coerce(cached.meta["resolved"])
-            trace = SelectiveSearch.model_validate(cached.meta["search"])
-            analysis = LayerAnalysis.model_validate(cached.meta["analysis"])
-            ctx.emit("info", f"{spec.name}: search cached ({len(trace.float_layers)} float layers)")
-        else:
-            ctx.emit("step", f"{spec.name}: searching the layers to keep in float "
-                             f"(budget {budget:g} points, {len(images)} search images)")  # fmt: skip
-            model = lazy.get()
-            float_accuracy = float(np.mean(predict_keras(model, images, ctx.preprocessing).argmax(axis=1)
-                                           == labels))  # fmt: skip
+    name = "selective"
+    reuse_label = "search"
 
-            def store_file(candidate: TechniqueSpec, path: Path, seconds: float) -> None:
-                file_key = key_of("convert", candidate.model_dump(mode="json"), parent=lazy.key,
-                                  data=ctx.calibration_key)  # fmt: skip
-                if ctx.store.get(file_key) is None:
-                    ctx.store.put(file_key, "convert", {"model.tflite": path},
-                                  {"seconds": seconds, "label": f"{spec.name} candidate"})  # fmt: skip
-
-            resolved, trace, analysis = search(
-                model, spec.scheme, ctx.calibration_inputs, inputs, labels, float_accuracy,
-                budget, workers=ctx.resources.convert_workers, threads=threads, source=source,
-                on_file=store_file, emit=ctx.emit,
+    def _inputs(self, job: Any) -> dict[str, Any]:
+        if not job.memo:
+            ctx = job.ctx
+            params = SelectiveParams.model_validate(job.spec.scheme.params)
+            images, labels, source = search_set(ctx, params.search_images)
+            job.memo.update(
+                params=params, images=images, labels=labels, source=source,
+                inputs=ctx.preprocessing.scale(images), threads=ctx.cfg.evaluate.threads[-1],
+                budget=params.budget if params.budget is not None else ctx.cfg.recommend.max_accuracy_drop,
             )  # fmt: skip
-            ctx.store.put(key, "selective", {}, {
-                "resolved": resolved.model_dump(mode="json"), "search": trace.model_dump(mode="json"),
-                "analysis": analysis.model_dump(mode="json"), "label": f"{spec.name} search"})  # fmt: skip
-        ex.resolved[spec.id] = resolved
-        ex.searches[spec.id] = trace
-        add_analysis(ex.results, analysis, ctx.run_dir)
+        return job.memo
+
+    def key(self, job: Any) -> Any:
+        from quantbench.core.products import Key
+        from quantbench.store import data_fingerprint
+
+        m = self._inputs(job)
+        return Key({"conversion": job.spec.scheme.model_dump(mode="json"), "budget": m["budget"],
+                    "threads": m["threads"]}, parent=job.lazy.key,
+                   data=f"{job.ctx.calibration_key}/{data_fingerprint([m['inputs'], m['labels']])}")  # fmt: skip
+
+    def compute(self, job: Any) -> dict[str, Any]:
+        from quantbench.ml.train import predict_keras
+
+        ctx, m = job.ctx, self._inputs(job)
+        ctx.emit("step", f"{job.spec.name}: searching the layers to keep in float "
+                         f"(budget {m['budget']:g} points, {len(m['images'])} search images)")  # fmt: skip
+        model = job.lazy.get()
+        float_accuracy = float(np.mean(predict_keras(model, m["images"], ctx.preprocessing).argmax(axis=1)
+                                       == m["labels"]))  # fmt: skip
+        resolved, trace, analysis = search(
+            model, job.spec.scheme, ctx.calibration_inputs, m["inputs"], m["labels"], float_accuracy,
+            m["budget"], workers=ctx.resources.convert_workers, threads=m["threads"],
+            source=m["source"], on_file=job.keep_file, emit=ctx.emit,
+        )  # fmt: skip
+        return {"resolved": resolved.model_dump(mode="json"), "search": trace.model_dump(mode="json"),
+                "analysis": analysis.model_dump(mode="json")}  # fmt: skip
+
+    def encode(self, product: dict[str, Any], job: Any) -> Any:
+        from quantbench.core.products import Stored
+
+        return Stored(meta={**product, "label": f"{job.spec.name} search"})
+
+    def decode(self, entry: Any, job: Any) -> dict[str, Any]:
+        product = {k: entry.meta[k] for k in ("resolved", "search", "analysis")}
+        floats = len(product["search"].get("float_layers") or [])
+        job.ctx.emit("info", f"{job.spec.name}: search cached ({floats} float layers)")
+        return product
+
+
+SEARCH = SearchStage()
+
+
+def record_search(product: dict[str, Any], results: Any, run_dir: Path) -> tuple[TechniqueSpec, dict[str, Any]]:
+    """The spec to convert, and the row's `selective` trace; the analysis joins the results."""
+    add_analysis(results, LayerAnalysis.model_validate(product["analysis"]), run_dir)
+    search_trace = SelectiveSearch.model_validate(product["search"])
+    return TechniqueSpec.model_validate(product["resolved"]), {"selective": search_trace}
 
 
 def add_analysis(results: Any, analysis: LayerAnalysis, run_dir: Path | None = None) -> None:

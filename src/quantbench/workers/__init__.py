@@ -49,13 +49,13 @@ from quantbench.core.errors import QuantbenchError, first_line
 # The production ops. Adding one is one entry: its handler takes the payload dict and returns
 # a JSON-able dict.
 OPS: dict[str, str] = {
-    "convert": "quantbench.techniques.converter:convert_request",
-    "warm": "quantbench.techniques.converter:warm_request",  # import TensorFlow ahead of the first convert
+    "convert": "quantbench.techniques.convert:convert_request",
+    "warm": "quantbench.techniques.convert:warm_request",  # import TensorFlow ahead of the first convert
     "predict": "quantbench.measure.evaluate:predict_request",
     "latency": "quantbench.measure.latency:measure_request",
     "tflm": "quantbench.targets.mcu:tflm_request",  # TF Lite Micro (targets/)
     "gpu": "quantbench.targets.gpu:gpu_request",  # LiteRT's model analyzer (targets/)
-    "analyze": "quantbench.techniques.layers:analyze_request",
+    "analyze": "quantbench.techniques.convert:analyze_request",
 }
 PLUGINS_ENV = "QUANTBENCH_WORKER_OPS"  # extra op modules (tests), read by the child only
 PARENT_ENV = "QUANTBENCH_WORKER_PARENT"

@@ -5,7 +5,7 @@ action for it ends the process on the spot: results.json said `running`, no repo
 written, and the worker processes outlived the main one. Within `signals_raise()` (the CLI's
 `main` enters it) each of these signals kills every registered child process
 (`children.stop_all`) and raises `Terminated` in the main thread; it unwinds through the
-run's `except BaseException` (runner.pipeline), which records status `interrupted`, keeps every
+run's `except BaseException` (commands/run.py: orchestrate), which records status `interrupted`, keeps every
 finished row and rebuilds the report, and through every `TemporaryDirectory`, which removes
 the scaled images the workers read. `Terminated` is a KeyboardInterrupt, so no
 `except Exception` on the way swallows it. A second signal while the run finishes is ignored:

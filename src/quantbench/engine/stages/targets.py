@@ -1,7 +1,8 @@
-"""The executor's `targets` stage: after a variant is measured, where can it run?
+"""The `targets` stage: after a variant is measured, where can it run?
 
-Cached like every stage: the key's parent is the .tflite's key, its data the validation
-images, so a warm run reads the facts back and only re-judges them against today's budgets.
+The facts (what TFLM and the analyzers found) are the product: the key's parent is the
+.tflite's key, its data the validation images, so a warm run reads the facts back and only
+re-judges them against today's budgets.
 TFLM and the analyzer run in one worker process (ops `tflm`, `gpu`), so a crash or a hang in
 their native code costs that variant's check, with the reason, never the run.
 """
@@ -14,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantbench.core.results import VariantResult, decode_classes
+from quantbench.engine.stage import Key, Stored
+from quantbench.engine.stages.jobs import FileJob
 
 if TYPE_CHECKING:
-    from quantbench.engine.executor import Context, Executor
+    from quantbench.engine.context import Context
 
 START_SECONDS = 60  # the worker's imports and TFLM's arena bisection (~13 allocations)
 # TFLM's reference kernels took 0.2-0.27 s an image for the default preset's int8, int16x8
@@ -46,10 +49,7 @@ class TargetWorker:
 
 
 def _worker(ctx: Context) -> TargetWorker:
-    worker = getattr(ctx, "target_worker", None)
-    if worker is None:
-        worker = ctx.target_worker = TargetWorker(ctx.val_inputs)
-    return worker
+    return ctx.service("targets", lambda: TargetWorker(ctx.val_inputs))
 
 
 def measure_facts(worker: TargetWorker, path: Path, labels: np.ndarray,
@@ -86,27 +86,39 @@ def budgets(cfg: Any) -> dict[str, Any]:
     return {"mcu": McuParams(ram=section.mcu_ram, flash=section.mcu_flash)}
 
 
-def check_targets(ex: Executor, row: VariantResult, path: Path, file_key: str) -> None:
-    """Fill `row.targets` (cached facts, judged against the config's budgets)."""
-    from quantbench.engine.executor import key_of as store_key
-    from quantbench.targets import judge_all, runs_on
+class TargetsStage:
+    name = "targets"
+    reuse_label = "targets"
 
-    ctx = ex.ctx
-    section = getattr(ctx.cfg, "targets", None)
-    if section is not None and not section.check:
-        return
-    ram = section.mcu_ram if section is not None else None  # files over it are not scored
-    key = store_key("targets", {"tflm_images": len(ctx.val_inputs), "max_arena": ram},
-                    parent=file_key, data=ctx.data_key)  # fmt: skip
-    cached = ctx.store.get(key)
-    if cached is not None:
-        facts = cached.meta["facts"]
-        row.reused.append("targets")
-    else:
+    def applies(self, job: FileJob) -> bool:
+        section = getattr(job.ctx.cfg, "targets", None)
+        return section is None or section.check
+
+    def key(self, job: FileJob) -> Key:
+        section = getattr(job.ctx.cfg, "targets", None)
+        ram = section.mcu_ram if section is not None else None  # files over it are not scored
+        return Key({"tflm_images": len(job.ctx.val_inputs), "max_arena": ram},
+                   parent=job.file_key, data=job.ctx.data_key)  # fmt: skip
+
+    def compute(self, job: FileJob) -> tuple[dict, bool]:
+        ctx, row = job.ctx, job.row
         ctx.emit("info", f"checking targets of {row.variant} (TF Lite Micro scores every photo)")
         litert = decode_classes(row.predictions) if row.predictions else None
-        facts, cacheable = measure_facts(_worker(ctx), path, ctx.dataset.val_labels, ram, litert)
-        if cacheable:
-            ctx.store.put(key, "targets", {}, {"facts": facts, "label": f"{row.variant} targets"})
-    row.targets = judge_all(facts, row.size_bytes, budgets(ctx.cfg))
-    ctx.emit("info", f"{row.variant}: runs on {', '.join(runs_on(row.targets)) or 'CPU only'}")
+        return measure_facts(_worker(ctx), job.path, ctx.dataset.val_labels,
+                             self.key(job).params["max_arena"], litert)  # fmt: skip
+
+    def encode(self, product: tuple[dict, bool], job: FileJob) -> Stored | None:
+        facts, cacheable = product
+        return Stored(meta={"facts": facts, "label": f"{job.row.variant} targets"}) if cacheable else None
+
+    def decode(self, entry: Any, job: FileJob) -> tuple[dict, bool]:
+        return entry.meta["facts"], True
+
+    def apply(self, row: VariantResult, product: tuple[dict, bool], job: FileJob) -> None:
+        from quantbench.targets import judge_all, runs_on
+
+        row.targets = judge_all(product[0], row.size_bytes, budgets(job.ctx.cfg))
+        job.ctx.emit("info", f"{row.variant}: runs on {', '.join(runs_on(row.targets)) or 'CPU only'}")
+
+
+TARGETS_STAGE = TargetsStage()
