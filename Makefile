@@ -38,7 +38,9 @@ browser:
 run: install
 	$(BIN)/quantbench run $(ARGS)
 
+# The layering contracts first (seconds), then the suite.
 test: install-test
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

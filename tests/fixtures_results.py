@@ -18,6 +18,7 @@ from quantbench.core.results import (
     SkippedFile,
     TrainingResult,
     VariantResult,
+    WeightStats,
 )
 
 FLOWERS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -306,6 +307,10 @@ def make_wide_results(name: str = "flowers-default", photos: bool = True) -> Run
                 confusion=confusion(FLOWERS, acc),
             )  # fmt: skip
             row.targets = targets_for(scheme, row.size_bytes, acc)
+            row.gzip_bytes = int(row.size_bytes * (0.93 if scheme.startswith("float") else 0.81))
+            distinct = {"float32": 45_113, "float16": 44_871}.get(scheme, 256)
+            row.weights = WeightStats(sparsity=0.0031 if distinct > 256 else 0.0142,
+                                      max_unique=distinct, max_unique_per_channel=min(distinct, 256))
             results.variants.append(row)
     results.config["targets"] = {"mcu_ram": 512 * 1024, "mcu_flash": 1024 * 1024}
     if photos:

@@ -165,14 +165,15 @@ def test_recommendation_and_report_say_when_they_rest_on_busy_figures():
 
 
 def test_a_run_measures_its_busy_figures_again_at_the_end(tiny_models, tmp_path, monkeypatch):
-    """stages.settle_busy: the busy figure is measured again after the (stubbed) wait for
-    quiet, the quieter one is kept, stored under the same key and explained in the notes."""
+    """The latency stage's finish hook: the busy figure is measured again after the (stubbed)
+    wait for quiet, the quieter one is kept, returned to be stored again under the same key,
+    and explained in the notes."""
     from types import SimpleNamespace
 
-    from quantbench.engine import stages
     from quantbench.core.config import EvaluateConfig
-    from quantbench.engine.context import Resources
     from quantbench.core.results import RunResults, VariantResult
+    from quantbench.engine.context import Resources
+    from quantbench.engine.stages.latency import LATENCY
 
     path = tmp_path / "int8.tflite"
     path.write_bytes(tiny_models["int8"].read_bytes())
@@ -180,23 +181,24 @@ def test_a_run_measures_its_busy_figures_again_at_the_end(tiny_models, tmp_path,
                         latency=[_fig(1, 0.2, 0.0), _fig(2, 9.0, 1.2)])  # fmt: skip
     twin = VariantResult(id="r2", variant="int8_copy", policy="p", status="identical",
                          identical_to="int8", latency=list(row.latency))  # fmt: skip
-    stored, waits = {}, []
+    waits = []
+    job = SimpleNamespace(path=path, file_key="key-1")
     ctx = SimpleNamespace(
         cfg=SimpleNamespace(evaluate=EvaluateConfig(wait_quiet=30)), run_dir=tmp_path,
-        busy_latency=[("r1", "key-1", path)], emit=lambda level, text: None,
+        later={"latency": [("r1", job)]}, emit=lambda level, text: None,
         val_inputs=np.zeros((2, SIZE, SIZE, 3), np.float32),
-        store=SimpleNamespace(put=lambda key, stage, files, meta: stored.update({key: meta})),
         resources=Resources(cores=2, convert_workers=1),
     )  # fmt: skip
-    ex = SimpleNamespace(ctx=ctx, results=RunResults(name="t", created="now", variants=[row, twin]))
+    results = RunResults(name="t", created="now", variants=[row, twin])
     monkeypatch.setattr(busy, "wait_quiet", lambda t, s: waits.append(s) or (True, 2.0, 0.0))
     monkeypatch.setattr(latency, "measure", lambda p, x, t, **kw: _fig(t, 0.15, 0.02))
-    stages.settle_busy(ex)
+    updated = LATENCY.finish(ctx, results)
     assert [f.median_ms for f in row.latency] == [0.2, 0.15]  # the quiet one untouched
     assert row.latency[1].remeasured and not row.latency[1].busy
     assert twin.latency[1].median_ms == 0.15  # the identical row follows
-    assert stored["key-1"]["latency"][1]["median_ms"] == 0.15
+    assert [(j, [f.median_ms for f in figures]) for j, figures in updated] == [(job, [0.2, 0.15])]
+    assert LATENCY.encode(updated[0][1], SimpleNamespace(row=row)).meta["latency"][1]["median_ms"] == 0.15
     assert len(waits) == 1 and 0 < waits[0] <= 30
     assert any(n.startswith("re-measured 1 busy figure after waiting 2 s") for n in row.notes)
     assert not any(n.startswith("busy machine") for n in row.notes)
-    assert ctx.busy_latency == [] and (tmp_path / "results.json").is_file()
+    assert ctx.later == {}

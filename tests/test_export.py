@@ -300,6 +300,29 @@ def test_a_non_empty_folder_is_refused_and_force_replaces_an_earlier_export(run_
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ship.")]
 
 
+def test_a_failed_replace_keeps_the_earlier_export(run_dir, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from quantbench.commands import export as export_mod
+
+    out = tmp_path / "ship"
+    export(run_dir, out, variant="int8")
+    before = {name: (out / name).read_bytes() for name in files_in(out)}
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if ".ship.export-" in str(src):  # moving the new folder into place: the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(export_mod.os, "replace", replace)
+    with pytest.raises(QuantbenchError, match="the disk is full"):
+        export(run_dir, out, variant="float16", force=True)
+    assert {name: (out / name).read_bytes() for name in files_in(out)} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ship.")] == []
+
+
 def test_force_never_deletes_files_an_export_did_not_write(run_dir, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

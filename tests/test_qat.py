@@ -122,6 +122,7 @@ def tiny_run(tmp_path_factory):
     and the int8-tracks-float test failed 1 run in 3. 10 float epochs: after 2 (6 steps) the
     unseeded float model scored 0/6 or 4/6 in 3 of 6 runs, i.e. there was little to track."""
     from quantbench.commands import run as runner
+    from quantbench.engine.stages.latency import LatencyStage
     from quantbench.engine.context import BaseSource, Resources
     from quantbench.ml.train import fit, seed_everything
 
@@ -152,7 +153,7 @@ def tiny_run(tmp_path_factory):
 
     patch = pytest.MonkeyPatch()
     # Latency has its own tests; keep this one quick.
-    patch.setattr(stages, "_latency", lambda ex, row, file: None)
+    patch.setattr(LatencyStage, "applies", lambda self, job: False)
     patch.setattr(qat, "build_classifier", lambda n, model_cfg, size: flat_bn_classifier(n, size))
     try:
         results, _ = runner.orchestrate(cfg, "run", TinyBaseline(), dataset=load_dataset(cfg.data),

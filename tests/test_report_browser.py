@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from quantbench.report import write_comparison, write_report
-from tests.fixtures_results import make_results, make_run_dir
+from tests.fixtures_results import make_results, make_run_dir, make_wide_results
 
 pytestmark = pytest.mark.browser
 
@@ -113,3 +113,80 @@ def test_comparison_in_chromium(page, tmp_path):
     assert page.locator("text=qat · int8").count() > 0
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "comparison.png"), full_page=True)
+
+
+# Every scatter chart's point labels, as the browser laid them out: getBBox() in the chart's
+# own units (the same at any zoom), with the points' circles beside them.
+LABEL_BOXES = """() => [...document.querySelectorAll('figure.chart svg')].map(svg => ({
+  chart: svg.closest('figure').dataset.chart,
+  width: svg.viewBox.baseVal.width,
+  labels: [...svg.querySelectorAll('text.pt-label')].map(t => {
+    const b = t.getBBox(); return {text: t.textContent, x: b.x, y: b.y, w: b.width, h: b.height};
+  }),
+  points: [...svg.querySelectorAll('circle.pt')].map(c => {
+    const b = c.getBBox(); return {x: b.x, y: b.y, w: b.width, h: b.height};
+  }),
+})).filter(c => c.labels.length)"""
+
+
+def _intersect(a: dict, b: dict) -> bool:
+    return (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+            and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])  # fmt: skip
+
+
+def _check_page_fits_and_labels_apart(page, width: int, labelled: int) -> list[dict]:
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.body.scrollWidth, "
+                           "window.innerWidth]")  # fmt: skip
+    assert widths[2] == width
+    assert widths[0] <= widths[2] and widths[1] <= widths[2], widths
+    charts = page.evaluate(LABEL_BOXES)
+    assert len(charts) == 2, [c["chart"] for c in charts]
+    for chart in charts:
+        labels = chart["labels"]
+        assert len(labels) == labelled == len(chart["points"]), chart["chart"]
+        for i, a in enumerate(labels):
+            assert a["w"] > 0 and a["h"] > 0, (chart["chart"], a)
+            for b in labels[i + 1:]:
+                assert not _intersect(a, b), (chart["chart"], a["text"], b["text"])
+            for p in chart["points"]:
+                assert not _intersect(a, p), (chart["chart"], a["text"], "covers a point")
+            assert a["x"] >= 0 and a["x"] + a["w"] <= chart["width"], (chart["chart"], a)
+    return charts
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_report_fits_the_window_and_chart_labels_do_not_overlap(page, tmp_path, width):
+    """A default-sized run (16 files, long names, four targets each, most points near 1.3 MB):
+    no sideways scrolling at a laptop's and a phone's width, no label over another."""
+    results = make_wide_results()
+    report = write_report(results, make_run_dir(tmp_path / "run", results))
+    page.set_viewport_size({"width": width, "height": 900})
+    _open(page, report)
+    assert page.attempted == [] and page.console_errors == []
+    _check_page_fits_and_labels_apart(page, width, labelled=16)
+
+    # Targets: a matrix, a row per variant, a column per target; reasons on hover and below.
+    matrix = page.locator("#targets-matrix")
+    assert matrix.locator("tbody tr").count() == 16
+    assert matrix.locator("thead th").count() == 5
+    assert matrix.locator("td.mark").count() == 64
+    hybrid = matrix.locator('tr[data-variant="dynamic_range"] td.mark').first
+    assert "Hybrid models are not supported" in hybrid.get_attribute("title")
+    assert page.locator("#targets ul.reasons > li").count() >= 5
+    # No table is cut off: each fits its card (none needs its sideways scroll box).
+    clipped = page.evaluate("""() => [...document.querySelectorAll('.scroll')]
+        .filter(s => s.scrollWidth > s.clientWidth + 1).map(s => s.closest('section').id)""")
+    assert clipped == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"report-{width}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_comparison_of_crowded_runs_fits_and_labels_do_not_overlap(page, tmp_path, width):
+    a, b = make_wide_results(name="baseline"), make_wide_results(name="qat-longer-schedule")
+    out = write_comparison([(a, make_run_dir(tmp_path / "a", a)),
+                            (b, make_run_dir(tmp_path / "b", b))], tmp_path / "compare.html")
+    page.set_viewport_size({"width": width, "height": 900})
+    _open(page, out)
+    assert page.attempted == [] and page.console_errors == []
+    _check_page_fits_and_labels_apart(page, width, labelled=32)

@@ -356,7 +356,7 @@ def test_machine_errors_raise_store_error(tmp_path, monkeypatch):
     def disk_full(dest, source):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))
 
-    monkeypatch.setattr(store_mod, "_write_file", disk_full)
+    monkeypatch.setattr(store_mod, "write_file", disk_full)
     store = Store(tmp_path / "cache")
     with pytest.raises(StoreError) as failed:
         store.put(key(1), "train", {"m.bin": b"x"})

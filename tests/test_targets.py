@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from quantbench.core.results import TargetResult
-from quantbench.targets import TARGETS, judge_all, mcu_facts, parse_bytes
+from quantbench.core.config import parse_bytes
+from quantbench.targets import TARGETS, judge_all, mcu_facts
 from quantbench.targets.graph import read_graph
 from quantbench.targets.static import check_edgetpu, check_integer_only
 
@@ -130,7 +131,7 @@ def test_gpu_analyzer_runs_on_a_file(tiny_models):
 
 def test_tflm_through_the_worker_layer(tiny_models, tmp_path):
     """The `tflm` op in a worker child: facts for a model it refuses and one it runs."""
-    from quantbench.engine.target_stage import TargetWorker, measure_facts
+    from quantbench.engine.stages.targets import TargetWorker, measure_facts
 
     inputs = np.random.default_rng(2).uniform(-1, 1, (4, SIZE, SIZE, 3)).astype(np.float32)
     labels = np.array([0, 1, 2, 0])
@@ -231,31 +232,37 @@ def test_smoke_run_with_mcu_target(real_keras_home, tmp_path):
 
 
 def test_stage_caches_facts_and_rejudges_budgets(tiny_models, tmp_path):
-    """check_targets measures once, stores the facts under the file's key, and a second call
-    reads them back (no worker) and judges them against the config's budgets."""
+    """The targets stage measures once, the executor stores the facts under the file's key,
+    and a second run reads them back (no worker) and judges them against the config's budgets."""
     from types import SimpleNamespace
 
     from quantbench.core.config import RunConfig
-    from quantbench.core.results import VariantResult
+    from quantbench.core.results import RunResults, VariantResult
+    from quantbench.core.specs import VariantSpec
+    from quantbench.engine.context import BaseSource, Context, Resources
+    from quantbench.engine.executor import Executor
+    from quantbench.engine.stages.jobs import FileJob
+    from quantbench.engine.stages.targets import TARGETS_STAGE
     from quantbench.store import Store
-    from quantbench.engine.target_stage import check_targets
 
     inputs = np.random.default_rng(3).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
-    cfg = RunConfig.model_validate({"targets": {"mcu_ram": "1MB"}})
-    ctx = SimpleNamespace(cfg=cfg, val_inputs=inputs, data_key="d", store=Store(tmp_path / "store"),
-                          dataset=SimpleNamespace(val_labels=np.array([0, 1])), target_worker=None,
-                          emit=lambda level, text: None)  # fmt: skip
-    ex = SimpleNamespace(ctx=ctx)
-    path = tiny_models["int8_io"]
-    row = VariantResult(variant="int8_io", policy="p", size_bytes=path.stat().st_size)
-    try:
-        check_targets(ex, row, path, "f" * 64)
-    finally:
-        ctx.target_worker.close()
+
+    def check(cfg):
+        ctx = Context(RunConfig.model_validate(cfg), tmp_path, SimpleNamespace(val_labels=np.array([0, 1])),
+                      Store(tmp_path / "store"), Resources(1, 1), val_inputs=inputs, data_key="d")  # fmt: skip
+        path = tiny_models["int8_io"]
+        row = VariantResult(variant="int8_io", policy="p", size_bytes=path.stat().st_size)
+        job = FileJob(ctx, VariantSpec(), row, path, "f" * 64)
+        try:
+            produced = Executor(ctx, RunResults(name="t", created="now"), BaseSource()).produce(TARGETS_STAGE, job)
+            TARGETS_STAGE.apply(row, produced.product, job)
+            return row, produced.reused, set(ctx.services)
+        finally:
+            ctx.close()
+
+    row, reused, services = check({"targets": {"mcu_ram": "1MB"}})
+    assert not reused and services == {"targets"}
     assert row.targets["mcu"].ok and row.targets["integer_only"].ok
-    again = VariantResult(variant="int8_io", policy="p", size_bytes=path.stat().st_size)
-    ctx.target_worker = None
-    ctx.cfg = RunConfig.model_validate({"targets": {"mcu_ram": "1MB", "mcu_flash": 100}})
-    check_targets(ex, again, path, "f" * 64)
-    assert ctx.target_worker is None and "targets" in again.reused
+    again, reused, services = check({"targets": {"mcu_ram": "1MB", "mcu_flash": 100}})
+    assert reused and services == set()  # read back: no worker started
     assert not again.targets["mcu"].ok and "flash budget" in again.targets["mcu"].reasons[0]

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from quantbench.cli import (  # the group and the options the commands share
+from quantbench.cli.app import (  # the group and the options the commands share
     cli,
 )
 

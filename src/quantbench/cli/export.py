@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from quantbench.cli import cli  # the group
+from quantbench.cli.app import cli  # the group
 
 
 @cli.command()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from quantbench.cli import (  # the group and the options the commands share
+from quantbench.cli.app import (  # the group and the options the commands share
     _VERBOSE, _csv_list, _runtimes, cli, recommendation_options, resume_options, target_options,
 )
 from quantbench.engine.configure import MEASURING_FLAGS, REPORTING_FLAGS, flag_keys as config_flag_keys

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from quantbench.cli import (  # the group and the options the commands share
+from quantbench.cli.app import (  # the group and the options the commands share
     _VERBOSE, cli,
 )
 

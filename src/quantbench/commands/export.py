@@ -267,11 +267,16 @@ def _write_folder(out: Path, files: dict[str, bytes]) -> None:
             os.replace(out, old)  # onto the empty folder just made
         os.replace(staging, out)  # onto nothing, or an empty folder
         staging = None
-    except OSError as e:
+    except BaseException as e:  # a full disk, or a stop signal between the two renames
         if old is not None and not out.exists():
-            os.replace(old, out)  # put the earlier export back
+            try:
+                os.replace(old, out)  # put the earlier export back
+            except OSError:
+                pass  # then it stays where it is: never deleted
             old = None
-        raise machine_error(e, out) from e
+        if isinstance(e, OSError):
+            raise machine_error(e, out) from e
+        raise
     finally:
         for leftover in (staging, old):
             if leftover is not None:

@@ -273,19 +273,16 @@ def sweep_dir_of(spec: SweepSpec, output_dir: Path) -> Path:
     return Path(output_dir).absolute() / f"sweep-{slug}"
 
 
-def run_sweep(spec: SweepSpec, *, output_dir: Path = Path("runs"), engine: Any = None,
+def run_sweep(spec: SweepSpec, *, engine: Any, output_dir: Path = Path("runs"),
               max_trials: int | None = None, emit: Emit = silent,
               on_change: Callable[[SweepState], None] | None = None) -> tuple[SweepState, Path]:  # fmt: skip
-    """Run every trial not finished yet on `engine` (default: sweep_engines.LocalEngine());
+    """Run every trial not finished yet on `engine` (sweep_engines.py: LocalEngine, RayEngine);
     write sweep.json after every change, then the sweep report. Returns (state, sweep dir)."""
-    from quantbench.commands.sweep_engines import LocalEngine
-
     sweep_dir = sweep_dir_of(spec, output_dir)
     trials = trials_of(spec, sweep_dir, max_trials)  # everything validated before any work
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(sweep_dir / "sweep.yaml", yaml.safe_dump(spec.model_dump(mode="json"),
                                                                sort_keys=False))  # fmt: skip
-    engine = engine or LocalEngine()
     state = SweepState(name=spec.name or "sweep", command=spec.command, engine=engine.name,
                        created=_now(), axes=spec.axes,
                        recommend=trials[0].config.get("recommend", {}) if trials else {})  # fmt: skip

@@ -239,7 +239,7 @@ def targets(results: RunResults) -> str:
                 continue
             what = "could not be judged" if ok is None else "does not run"
             why = "".join(f"<li>{esc(r)}</li>" for r in reasons) or "<li>no reason given</li>"
-            who = ", ".join(f'<span class="nowrap">{breakable(n)}</span>' for n in variants)
+            who = ", ".join(f'<span class="nowrap">{esc(n)}</span>' for n in variants)
             items.append(f'<li class="{"unknown" if ok is None else "fail"}"><b>{esc(name)}</b> '
                          f"{what}: {who}<ul>{why}</ul></li>")  # fmt: skip
     reasons = (f'<h3>Why not ({sum(len(v) for v in failures.values())})</h3>'

@@ -71,7 +71,7 @@ def _table(runs, labels, recs: list[Recommendation | None]) -> str:
                           f'{label_attr(heads[i])}>{h}</td>'
                           for i, (s, h) in enumerate(cells))  # fmt: skip
             body.append(f'<tr class="{css}">{tds}</tr>')
-    return (f'<div class="scroll"><table class="data sortable stack" id="variants"><thead><tr>'
+    return (f'<div class="scroll"><table class="data sortable stack wide" id="variants"><thead><tr>'
             f'{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
 
 

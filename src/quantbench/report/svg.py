@@ -189,6 +189,8 @@ def overlap(a: Box, b: Box) -> bool:
 def _crosses(seg: tuple[float, float, float, float], box: Box) -> bool:
     """Does the segment pass through the box's interior? (Liang-Barsky clipping.)"""
     x0, y0, x1, y1 = seg
+    if max(x0, x1) <= box[0] or min(x0, x1) >= box[2] or max(y0, y1) <= box[1] or min(y0, y1) >= box[3]:
+        return False
     dx, dy = x1 - x0, y1 - y0
     low, high = 0.0, 1.0
     for p, q in ((-dx, x0 - box[0]), (dx, box[2] - x0), (-dy, y0 - box[1]), (dy, box[3] - y0)):
@@ -217,8 +219,33 @@ def _segments_cross(a: tuple[float, float, float, float], b: tuple[float, float,
     return d1 * d2 < 0 and d3 * d4 < 0
 
 
+class _Index:
+    """Boxes bucketed by the 32 px squares they cover, to find the ones near a box fast."""
+
+    CELL = 32.0
+
+    def __init__(self) -> None:
+        self.boxes: list[tuple[Box, int]] = []
+        self.cells: dict[tuple[int, int], list[int]] = {}
+
+    def _keys(self, b: Box):
+        c = self.CELL
+        for i in range(math.floor(b[0] / c), math.floor(b[2] / c) + 1):
+            for j in range(math.floor(b[1] / c), math.floor(b[3] / c) + 1):
+                yield i, j
+
+    def add(self, b: Box, tag: int) -> None:
+        self.boxes.append((b, tag))
+        for key in self._keys(b):
+            self.cells.setdefault(key, []).append(len(self.boxes) - 1)
+
+    def near(self, b: Box) -> list[tuple[Box, int]]:
+        found = sorted({k for key in self._keys(b) for k in self.cells.get(key, ())})
+        return [self.boxes[k] for k in found]
+
+
 # What a leader line's crossings cost, in px of extra distance, when choosing a label's spot.
-CROSS_LABEL, CROSS_POINT, CROSS_LEADER = 80.0, 10.0, 25.0
+CROSS_LABEL, CROSS_POINT, CROSS_LEADER = 250.0, 10.0, 40.0
 
 
 @dataclass
@@ -258,14 +285,15 @@ def _leader(px: float, py: float, radius: float, box: Box) -> tuple[float, float
 
 def _candidates(step: float, reach_x: float,
                 reach_y: float) -> list[tuple[float, float, float, int]]:  # fmt: skip
-    """(distance, dx, dy, side) offsets of a label from its spot beside the point, nearest first: side 1
-    is to the right (the label starts dx past the point), -1 to the left (it ends dx before).
-    dx is at least one step, so that a leader line leaves its point sideways."""
+    """(distance, dx, dy, side) offsets of a label from its spot beside the point, nearest
+    first: side 1 is to the right (the label starts dx past the point), -1 to the left (it
+    ends dx before). dy steps by `step` (half a label's height), dx by twice that and is at
+    least one step, so that a leader line leaves its point sideways."""
     out = []
-    for i in range(1, int(reach_x / step) + 1):
+    for i in range(int(reach_x / (2 * step)) + 1):
         for j in range(-int(reach_y / step), int(reach_y / step) + 1):
             for side in (1, -1):
-                dx, dy = i * step, j * step
+                dx, dy = step + 2 * i * step, j * step
                 out.append((math.hypot(dx * 1.4, dy) + (0.5 if side < 0 else 0.0), dx, dy, side))
     out.sort()
     return out
@@ -290,7 +318,10 @@ def place_labels(anchors: list[tuple], bounds: Box, radius: float = 6.0,
     blocked: list[Box] = points + list(obstacles)
     placed: list[Box] = []
     leaders: list[tuple[float, float, float, float]] = []
-    offsets = _candidates(half, min(bounds[2] - bounds[0], 240.0), bounds[3] - bounds[1])
+    offsets = _candidates(half, bounds[2] - bounds[0], bounds[3] - bounds[1])
+    taken = _Index()  # every point (tag: its index) and every placed label (tag: -1)
+    for k, b in enumerate(blocked):
+        taken.add(b, k)
     out = []
 
     def inside(b: Box) -> bool:
@@ -298,8 +329,10 @@ def place_labels(anchors: list[tuple], bounds: Box, radius: float = 6.0,
 
     def free(b: Box, own: int) -> bool:
         padded = (b[0] - LABEL_GAP, b[1] - LABEL_GAP, b[2] + LABEL_GAP, b[3] + LABEL_GAP)
-        return (not any(overlap(padded, o) for o in placed)
-                and not any(overlap(b, o) for k, o in enumerate(blocked) if k != own))
+        for box, tag in taken.near(padded):
+            if tag == -1 and overlap(padded, box) or tag not in (-1, own) and overlap(b, box):
+                return False
+        return True
 
     for index, (px, py, text, radius) in enumerate(anchors):
         gap = radius + 3.0
@@ -320,20 +353,32 @@ def place_labels(anchors: list[tuple], bounds: Box, radius: float = 6.0,
             # Nearest free spot, a leader's crossings counted against it: branch and bound
             # over the spots in order of distance, stopping once none left can do better.
             best = math.inf
+            dy_low, dy_high = bounds[1] + half - py, bounds[3] - half - py
+            right_max = bounds[2] - width - px - gap  # the most dx to the right that fits
+            left_max = px - gap - width - bounds[0]  # and to the left
             for distance, dx, dy, side in offsets:
                 if distance >= best:
                     break
+                if not dy_low <= dy <= dy_high or dx > (right_max if side > 0 else left_max):
+                    continue
                 left = px + gap + dx if side > 0 else px - gap - dx - width
                 b = _box_at(left, py + dy, width, size)
                 if not inside(b) or not free(b, index):
                     continue
                 seg = _leader(px, py, radius, b)
-                score = distance + (
-                    CROSS_LABEL * sum(_crosses(seg, o) for o in placed)
-                    + CROSS_POINT * sum(_crosses(seg, o) for k, o in enumerate(points) if k != index)
-                    + CROSS_LEADER * sum(_crosses(s, b) or _segments_cross(s, seg) for s in leaders)
-                )  # fmt: skip
-                if score < best:
+                score = distance
+                for cost, crossed in (
+                    (CROSS_LABEL, (_crosses(seg, o) for o in placed)),
+                    (CROSS_POINT, (_crosses(seg, o) for k, o in enumerate(points) if k != index)),
+                    (CROSS_LEADER, (_crosses(s, b) or _segments_cross(s, seg) for s in leaders)),
+                ):  # fmt: skip
+                    for hit in crossed:
+                        score += cost * hit
+                        if score >= best:
+                            break
+                    if score >= best:
+                        break
+                else:
                     best, chosen, line = score, b, seg
         fits = chosen is not None
         if chosen is None:  # the chart is full: the spot that overlaps least
@@ -347,6 +392,7 @@ def place_labels(anchors: list[tuple], bounds: Box, radius: float = 6.0,
                                                  own[3] + gap)):  # fmt: skip
             line = _leader(px, py, radius, chosen)
         placed.append(chosen)
+        taken.add(chosen, -1)
         if line is not None:
             leaders.append(line)
         baseline = (chosen[1] + chosen[3]) / 2 + (ASCENT - DESCENT) * size / 2
@@ -356,8 +402,9 @@ def place_labels(anchors: list[tuple], bounds: Box, radius: float = 6.0,
 
 def scatter(points: list[Point], x_label: str, y_label: str, front: list[str] | None = None,
             log_x: bool = True, title: str = "") -> str:  # fmt: skip
-    """Points with labels; `front` names the Pareto-optimal points, joined by a dashed line."""
-    width, height = 620, 360
+    """Points with labels; `front` names the Pareto-optimal points, joined by a dashed line.
+    Past 16 points the chart grows taller, to leave its labels room."""
+    width, height = 620, 360 + min(240, 10 * max(0, len(points) - 16))
     box = (58, 16, width - 18, height - 46)
     if not points:
         return ""

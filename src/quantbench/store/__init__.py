@@ -38,8 +38,8 @@ from quantbench.store.keys import (  # noqa: F401 - re-exported: one import for 
 )  # fmt: skip
 
 from quantbench.store.entry import (  # noqa: F401 - Entry and EntrySummary are public here
-    _BYTES, _KEY, _STAGE, ENTRY_FILE, SCHEMA_VERSION, Entry, EntrySummary, _check_key,
-    _check_name, _Damaged, _upgrade, _write_file,
+    BYTES, KEY_PATTERN, STAGE_PATTERN, ENTRY_FILE, SCHEMA_VERSION, Entry, EntrySummary, check_key,
+    check_name, Damaged, upgrade_entry, write_file,
 )  # fmt: skip
 
 _STALE_TMP_SECONDS = 3600.0  # a write takes seconds; an hour-old temp folder is a crashed one
@@ -73,11 +73,11 @@ class Store:
 
     def get(self, key: str, verify: bool = True) -> Entry | None:
         """The entry stored under `key`, or None. `verify` re-hashes its files (about 1 GB/s)."""
-        _check_key(key)
+        check_key(key)
         folder = self.entries_dir / key
         try:
             entry = self._read(folder, key, verify)
-        except _Damaged as damaged:
+        except Damaged as damaged:
             if damaged.remove:
                 self._discard(folder)
             return None
@@ -111,19 +111,19 @@ class Store:
         except FileNotFoundError:
             if not folder.exists():
                 return None  # a plain miss (or cleared meanwhile)
-            raise _Damaged("no entry.json") from None
+            raise Damaged("no entry.json") from None
         except UnicodeDecodeError:
-            raise _Damaged("entry.json is not text") from None
+            raise Damaged("entry.json is not text") from None
         except OSError as e:  # permissions, I/O: we could not remove it either
-            raise _Damaged(f"unreadable: {e}", remove=False) from None
+            raise Damaged(f"unreadable: {e}", remove=False) from None
         try:
             doc = json.loads(text)
         except ValueError:
-            raise _Damaged("entry.json is not JSON") from None
+            raise Damaged("entry.json is not JSON") from None
         version = doc.get("schema_version") if isinstance(doc, dict) else None
         newer = isinstance(version, int) and version > SCHEMA_VERSION
         try:
-            doc = _upgrade(doc)
+            doc = upgrade_entry(doc)
             files, meta = doc["files"], doc["meta"]
             if doc["key"] != key or not isinstance(files, dict) or not isinstance(meta, dict):
                 raise ValueError("inconsistent entry.json")
@@ -131,9 +131,9 @@ class Store:
                           created=datetime.fromisoformat(doc["created"]),
                           files={n: {"size": int(f["size"]), "sha256": str(f["sha256"])}
                                  for n, f in files.items()})  # fmt: skip
-        except (_Damaged, ValueError, KeyError, TypeError, AttributeError) as e:
+        except (Damaged, ValueError, KeyError, TypeError, AttributeError) as e:
             # A newer quantbench's entry may be fine for that quantbench: leave it.
-            raise _Damaged(f"bad entry.json: {e}", remove=not newer) from None
+            raise Damaged(f"bad entry.json: {e}", remove=not newer) from None
         for name, info in entry.files.items():
             self._check_file(folder / name, info, verify)
         return entry
@@ -142,15 +142,15 @@ class Store:
     def _check_file(path: Path, info: dict[str, Any], verify: bool) -> None:
         try:
             if path.stat().st_size != info["size"]:
-                raise _Damaged(f"{path.name} has the wrong size")
+                raise Damaged(f"{path.name} has the wrong size")
             if verify:
                 with open(path, "rb") as f:
                     if hashlib.file_digest(f, "sha256").hexdigest() != info["sha256"]:
-                        raise _Damaged(f"{path.name} was altered")
+                        raise Damaged(f"{path.name} was altered")
         except FileNotFoundError:
-            raise _Damaged(f"{path.name} is missing") from None
+            raise Damaged(f"{path.name} is missing") from None
         except OSError as e:
-            raise _Damaged(f"{path.name} unreadable: {e}", remove=False) from None
+            raise Damaged(f"{path.name} unreadable: {e}", remove=False) from None
 
     def _discard(self, folder: Path, strict: bool = False) -> int | None:
         """Rename out of entries/, then delete: the bytes removed, or None if already gone or
@@ -182,13 +182,13 @@ class Store:
         Atomic; if `key` is already stored (e.g. another process won the race), the stored
         entry is returned and the new files are dropped. Machine failures raise StoreError.
         """
-        _check_key(key)
-        if not _STAGE.match(stage):
+        check_key(key)
+        if not STAGE_PATTERN.match(stage):
             raise ValueError(f"not a stage name: {stage!r} (lowercase letters, digits, _ . -)")
         files = dict(files or {})
         for name, source in files.items():
-            _check_name(name)
-            if not isinstance(source, _BYTES) and not os.path.isfile(source):
+            check_name(name)
+            if not isinstance(source, BYTES) and not os.path.isfile(source):
                 raise FileNotFoundError(f"cannot cache {name!r}: {source} is not a file")
         meta = dict(meta or {})
         meta_text = json.dumps(meta)  # a TypeError here is the caller's: meta must be JSON
@@ -196,11 +196,11 @@ class Store:
         try:
             self._prepare()
             tmp = Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix=f"{key[:12]}-"))
-            infos = {name: _write_file(tmp / name, source) for name, source in files.items()}
+            infos = {name: write_file(tmp / name, source) for name, source in files.items()}
             created = datetime.now(timezone.utc).isoformat(timespec="seconds")
             doc = {"schema_version": SCHEMA_VERSION, "key": key, "stage": stage,
                    "created": created, "files": infos, "meta": json.loads(meta_text)}  # fmt: skip
-            _write_file(tmp / ENTRY_FILE, json.dumps(doc, indent=1).encode("utf-8"))
+            write_file(tmp / ENTRY_FILE, json.dumps(doc, indent=1).encode("utf-8"))
             entry = self._install(tmp, key)
             tmp = None
             return entry
@@ -257,7 +257,7 @@ class Store:
             try:
                 entry = self._read(folder, folder.name, verify=False)
                 used = datetime.fromtimestamp(folder.stat().st_mtime, tz=timezone.utc)
-            except (_Damaged, OSError):
+            except (Damaged, OSError):
                 continue
             if entry is None:
                 continue
@@ -296,7 +296,7 @@ class Store:
         for folder in self._folders():
             try:
                 self._read(folder, folder.name, verify=False)
-            except _Damaged as damaged:
+            except Damaged as damaged:
                 if damaged.remove and (freed := self._discard(folder)) is not None:
                     count, size = count + 1, size + freed
         self._sweep_tmp()
@@ -307,7 +307,7 @@ class Store:
 
     def _folders(self) -> list[Path]:
         try:
-            return [p for p in self.entries_dir.iterdir() if _KEY.match(p.name) and p.is_dir()]
+            return [p for p in self.entries_dir.iterdir() if KEY_PATTERN.match(p.name) and p.is_dir()]
         except OSError:  # no cache yet, or unreadable: nothing listed
             return []
 

@@ -1,4 +1,5 @@
-"""A store entry and the small rules of its layout (store.py is the store itself).
+"""A store entry and the rules of its layout, which the store (store/__init__.py) follows:
+the entry format, its checks and how a file is written into one.
 
 An entry is a folder `entries/<key>/` with `entry.json` (stage, meta, created, and each file's
 size and sha256) and the stage's files. Keys are hex digests; file names are plain names.
@@ -19,9 +20,9 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 ENTRY_FILE = "entry.json"
-_BYTES = (bytes, bytearray, memoryview)
-_KEY = re.compile(r"^[0-9a-f]{24,64}$")
-_STAGE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+BYTES = (bytes, bytearray, memoryview)
+KEY_PATTERN = re.compile(r"^[0-9a-f]{24,64}$")
+STAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -70,28 +71,28 @@ class EntrySummary:
     used: datetime  # last get(); what `clear(older_than_days=...)` looks at
 
 
-class _Damaged(Exception):
+class Damaged(Exception):
     def __init__(self, reason: str, remove: bool = True) -> None:
         super().__init__(reason)
         self.remove = remove
 
 
-def _check_key(key: str) -> None:
-    if not isinstance(key, str) or not _KEY.match(key):
+def check_key(key: str) -> None:
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
         raise ValueError(f"not a cache key: {key!r} (expected 24-64 lowercase hex characters)")
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if not name or name != Path(name).name or name.startswith(".") or name == ENTRY_FILE:
         raise ValueError(f"not a valid file name for a cache entry: {name!r}")
 
 
-def _write_file(dest: Path, source: Path | bytes) -> dict[str, Any]:
+def write_file(dest: Path, source: Path | bytes) -> dict[str, Any]:
     """Write and fsync `dest`, hashing on the way; a crash after rename cannot leave it empty."""
     h = hashlib.sha256()
     size = 0
     with open(dest, "wb") as out:
-        if isinstance(source, _BYTES):
+        if isinstance(source, BYTES):
             out.write(source)
             h.update(source)
             size = memoryview(source).nbytes
@@ -106,7 +107,7 @@ def _write_file(dest: Path, source: Path | bytes) -> dict[str, Any]:
     return {"size": size, "sha256": h.hexdigest()}
 
 
-def _upgrade(doc: dict[str, Any]) -> dict[str, Any]:
+def upgrade_entry(doc: dict[str, Any]) -> dict[str, Any]:
     """An entry.json of any schema version in today's shape (no older versions exist yet)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("schema_version"), int):
         raise ValueError("no schema_version")

@@ -113,7 +113,7 @@ _LABEL = re.compile(r"\(\?#qb:([^)]*)\)$")
 def _check_combination(recipe: str, algorithm: str, granularity: str) -> None:
     """Raise ValueError for what AEQ 0.10 refuses or silently ignores (default_policy.py,
     algorithms/uniform_quantize/*.py)."""
-    mode, weight_bits, _ = RECIPES[recipe]
+    mode = RECIPES[recipe][0]
     if granularity != "channelwise":
         if recipe != "dynamic_wi4_afp32":
             raise ValueError(
@@ -123,10 +123,17 @@ def _check_combination(recipe: str, algorithm: str, granularity: str) -> None:
         if algorithm == "mse":
             raise ValueError("algorithm=mse does not do blockwise weights (AEQ raises); "
                              "use min_max or octav, or granularity=channelwise")  # fmt: skip
+    if algorithm == "gptq" and mode == "static":
+        raise ValueError(f"algorithm=gptq with static activations ({recipe}): AEQ 0.10 keeps a "
+                         f"tensor's statistics from the first op that calibrates it, so the "
+                         f"Hessian of a FULLY_CONNECTED input made by a quantized op is lost and "
+                         f"its weights are written unquantized under an int8 type (and under "
+                         f"AEQ's own recipe every other op stays float); use gptq with a dynamic "
+                         f"or weight_only recipe")
     if algorithm == "hadamard" and mode == "static":
-        raise ValueError(f"algorithm=hadamard rotates weights only; AEQ refuses it with static "
-                         f"activations ({recipe}): use a dynamic or weight_only recipe")  # fmt: skip
-    del weight_bits
+        raise ValueError(f"algorithm=hadamard rotates weights only (AEQ: 'not supported for "
+                         f"static quantization'), not with {recipe}: use a dynamic or "
+                         f"weight_only recipe")  # fmt: skip
 
 
 class AeqLayer(Params):
@@ -301,6 +308,20 @@ def _scales(data: bytes, root, sub, q) -> np.ndarray | None:
     return None
 
 
+_BITS = {"int4": 4, "uint4": 4, "int2": 2, "int8": 8, "uint8": 8, "int16": 16, "float16": 16,
+         "float32": 32, "int32": 32, "int64": 64}
+
+
+def _bytes_match(data: bytes, root, t, kind: str) -> bool:
+    """Whether a constant tensor holds as many bytes as its shape and type need (sub-byte
+    types packed, rounded up)."""
+    bits = _BITS.get(kind)
+    if bits is None:
+        return True
+    count = int(np.prod([int(d) for d in t.ShapeAsNumpy()])) if t.ShapeLength() else 1
+    return len(_buffer_bytes(data, root, t)) == -(-count * bits // 8)
+
+
 def _inspect(data: bytes) -> list[dict[str, Any]]:
     root = _root(data)
     _, type_names = _names()
@@ -341,6 +362,7 @@ def _inspect(data: bytes) -> list[dict[str, Any]]:
             "weight_via_dequantize": False,  # weight-only: int weights -> DEQUANTIZE -> op
             "weight_granularity": None,
             "zero_scales": 0,
+            "weight_bytes_ok": True,  # the stored bytes are as many as the type and shape say
             "helper": name in ("QUANTIZE", "DEQUANTIZE"),
         }
         if name in WEIGHT_OPS and len(inputs) > 1 and o.Inputs(1) >= 0:
@@ -362,6 +384,7 @@ def _inspect(data: bytes) -> list[dict[str, Any]]:
                     entry["weight_granularity"] = "channelwise" if len(scales) > 1 else "tensorwise"
                 if scales is not None:
                     entry["zero_scales"] = int((scales == 0).sum())
+                entry["weight_bytes_ok"] = _bytes_match(data, root, t, entry["weight"])
         report.append(entry)
     return report
 
@@ -373,7 +396,8 @@ def inspect_quantized(path: str | Path) -> list[dict[str, Any]]:
     DEPTHWISE_CONV_2D, FULLY_CONNECTED, ... followed back through a DEQUANTIZE: int4, int8,
     float32; None for ops without one), `weight_via_dequantize` (weight-only form),
     `weight_granularity`, `zero_scales` (scales equal to 0, which XNNPACK refuses) and `helper`
-    (a QUANTIZE or DEQUANTIZE)."""
+    (a QUANTIZE or DEQUANTIZE), and `weight_bytes_ok` (False: the stored bytes do not fit the
+    weight's type and shape)."""
     return _inspect(Path(path).read_bytes())
 
 
@@ -407,6 +431,19 @@ def zero_scale_error(inspected: list[dict[str, Any]]) -> ModelError | None:
         f"XNNPACK refuses to load such a file ('unsupported scale value (0.000000)')",
         tip="use granularity=channelwise for this model (pruned or sparse weights have "
             "all-zero blocks), or keep that layer out of the blockwise scope")  # fmt: skip
+
+
+def broken_weights_error(inspected: list[dict[str, Any]]) -> ModelError | None:
+    """The error to raise when a weight's stored bytes do not fit its type (None if all do)."""
+    bad = [op for op in inspected if not op["weight_bytes_ok"]]
+    if not bad:
+        return None
+    first = bad[0]
+    return ModelError(
+        f"AEQ wrote {len(bad)} weight tensor(s) whose bytes do not match their type (first: "
+        f"{first['weight_tensor']!r} of {first['op']}, typed {first['weight']}): the float "
+        f"weights were left in place under an integer type, and LiteRT would read garbage",
+        tip="an AEQ bug with this recipe and algorithm; use algorithm=min_max")
 
 
 def explain_load_failure(message: str) -> str | None:
@@ -672,12 +709,12 @@ def _normalize_scopes(scopes) -> list[tuple[str, AeqLayer]]:
     return normalized
 
 
-def _calibration_data(q, calibration_inputs: dict[str, np.ndarray],
+def _calibration_data(data: bytes, calibration_inputs: dict[str, np.ndarray],
                       count: int) -> tuple[dict[str, list[dict[str, np.ndarray]]], int]:
     """AEQ's calibration data ({signature: [{input: one sample}, ...]}) from arrays of samples."""
     from ai_edge_litert.interpreter import Interpreter
 
-    signatures = Interpreter(model_content=bytes(q._float_model_buffer)).get_signature_list()  # noqa: SLF001
+    signatures = Interpreter(model_content=bytes(data)).get_signature_list()
     if not signatures:
         raise ModelError("the float model has no signature; AEQ calibrates by signature",
                          tip="convert with tf.lite.TFLiteConverter (it adds serving_default)")  # fmt: skip
@@ -695,6 +732,39 @@ def _calibration_data(q, calibration_inputs: dict[str, np.ndarray],
     samples = [{name: np.asarray(arrays[name][i : i + 1], dtype=np.float32) for name in inputs}
                for i in range(n)]  # fmt: skip
     return {key: samples}, n
+
+
+def _global_range(qsv: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Merge one sample's statistics into the running ones: the min and max over all samples
+    (AEQ's default is a moving average of each sample's min and max, smoothing 0.95, which
+    clips every activation whose extremes come from a few samples), and GPTQ's Hessian as the
+    sample-weighted mean (AEQ's min/max updates drop it when another op shares the tensor)."""
+    if not qsv:
+        return new
+    merged = dict(qsv)
+    merged["min"] = np.minimum(qsv["min"], new["min"])
+    merged["max"] = np.maximum(qsv["max"], new["max"])
+    if "hessian" in new:
+        if "hessian" in qsv:
+            n, m = qsv.get("num_samples", 0), new.get("num_samples", 0)
+            merged["hessian"] = (qsv["hessian"] * n + new["hessian"] * m) / max(n + m, 1)
+            merged["num_samples"] = n + m
+        else:
+            merged["hessian"], merged["num_samples"] = new["hessian"], new.get("num_samples", 0)
+    return merged
+
+
+def _calibrate(data: bytes, recipe: list[dict[str, Any]], samples: dict) -> dict[str, Any]:
+    """AEQ's calibration (its Calibrator runs the float model keeping every tensor) with
+    ranges over all samples (`_global_range`)."""
+    from ai_edge_quantizer import calibrator, recipe_manager
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe)
+    calib = calibrator.Calibrator(bytes(data), num_threads=max(1, os.cpu_count() or 1),
+                                  qsv_update_func=_global_range)  # fmt: skip
+    calib.calibrate(samples, manager)
+    return calib.get_model_qsvs()
 
 
 def quantize_tflite(float_path: str | Path, out_path: str | Path, params: AeqParams | dict,
@@ -738,8 +808,8 @@ def quantize_tflite(float_path: str | Path, out_path: str | Path, params: AeqPar
             raise ConfigError(f"{slug(params)} needs calibration images "
                               f"({params.recipe}, {params.algorithm})")  # fmt: skip
         t = time.perf_counter()
-        samples, used = _calibration_data(q, calibration_inputs, params.calibration_images)
-        calibration = q.calibrate(samples, num_threads=max(1, os.cpu_count() or 1))
+        samples, used = _calibration_data(data, calibration_inputs, params.calibration_images)
+        calibration = _calibrate(data, q.get_quantization_recipe(), samples)
         calibration_seconds = time.perf_counter() - t
     t = time.perf_counter()
     try:
@@ -753,7 +823,7 @@ def quantize_tflite(float_path: str | Path, out_path: str | Path, params: AeqPar
     model = bytes(result.quantized_model)
     quantize_seconds = time.perf_counter() - t
     inspected = _inspect(model)
-    error = zero_scale_error(inspected)
+    error = zero_scale_error(inspected) or broken_weights_error(inspected)
     if error is not None:
         raise error
     atomic.write_bytes(out_path, model)
@@ -785,7 +855,7 @@ def aeq_request(payload: dict[str, Any]) -> dict[str, Any]:
             params = json.loads(params)
         calibration = None
         if payload.get("calibration"):
-            calibration = {"input": np.load(payload["calibration"])}
+            calibration = {"input": np.load(payload["calibration"], mmap_mode="r")}
         reply = quantize_tflite(payload["float_model"], payload["out"], params, calibration,
                                 payload.get("scopes"))  # fmt: skip
         return {**reply, "error": None}

@@ -56,6 +56,7 @@ OPS: dict[str, str] = {
     "tflm": "quantbench.targets.mcu:tflm_request",  # TF Lite Micro (targets/)
     "gpu": "quantbench.targets.gpu:gpu_request",  # LiteRT's model analyzer (targets/)
     "analyze": "quantbench.techniques.convert:analyze_request",
+    "aeq": "quantbench.techniques.aeq:aeq_request",  # AI Edge Quantizer on a float .tflite
 }
 PLUGINS_ENV = "QUANTBENCH_WORKER_OPS"  # extra op modules (tests), read by the child only
 PARENT_ENV = "QUANTBENCH_WORKER_PARENT"
