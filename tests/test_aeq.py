@@ -58,6 +58,11 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     kernel[:32, 1] = 0.0  # one block of 32 inputs of output 1: a zero scale when blockwise_32
     head.set_weights([kernel, bias])
     files["zero_block"] = _convert(model, root / "zero_block.tflite")
+    stem = model.get_layer("stem")
+    kernel, bias = stem.get_weights()
+    kernel[..., 0], bias[0] = 0.0, 0.5  # a dead output channel (as in MobileNetV2's first conv)
+    stem.set_weights([kernel, bias])
+    files["dead_channel"] = _convert(model, root / "dead_channel.tflite")
     return files
 
 
@@ -304,6 +309,18 @@ def test_zero_scale_block_is_refused_with_an_explanation(tiny, tmp_path):
     assert "zero quantization scale" in aeq.explain_load_failure(
         "unsupported scale value (0.000000) in channel 2 for INT4 tensor 1 in XNNPACK delegate")
     assert aeq.explain_load_failure("something else") is None
+
+
+def test_bias_overflow_on_a_dead_channel_is_a_warning(tiny, images, tmp_path):
+    """AEQ clamps an all-zero channel's weight scale to ~1e-11, and its static bias (bias /
+    (input scale x weight scale)) overflows to INT32_MIN: reported, not fatal."""
+    out = tmp_path / "dead.tflite"
+    reply = aeq.quantize_tflite(tiny["dead_channel"], out, {"recipe": "static_wi8_ai8"}, {"x": images})
+    [warning] = reply["warnings"]
+    assert warning.startswith("CONV_2D") and "stem" in warning and "1 bias value" in warning
+    assert aeq.inspect_quantized(out)[0]["saturated_biases"] == 1
+    reply = aeq.quantize_tflite(tiny["float"], out, {"recipe": "static_wi8_ai8"}, {"x": images})
+    assert reply["warnings"] == []
 
 
 def test_worker_op(tiny, images, tmp_path):

@@ -266,3 +266,24 @@ def test_stage_caches_facts_and_rejudges_budgets(tiny_models, tmp_path):
     again, reused, services = check({"targets": {"mcu_ram": "1MB", "mcu_flash": 100}})
     assert reused and services == set()  # read back: no worker started
     assert not again.targets["mcu"].ok and "flash budget" in again.targets["mcu"].reasons[0]
+
+def test_tflm_scores_a_seeded_sample_unless_the_mcu_target_asks_for_every_photo():
+    """TFLM's reference kernels are slow (25 ms a photo on the default preset's int8): it
+    scores `targets.tflm_images` photos, the same ones for every variant of a run, and every
+    photo when `--target mcu` is asked or the split is no larger."""
+    from types import SimpleNamespace
+
+    from quantbench.core.config import RunConfig
+    from quantbench.engine.stages.targets import tflm_sample
+
+    def ctx(n, **cfg):
+        return SimpleNamespace(cfg=RunConfig.model_validate(cfg), val_inputs=np.zeros((n, 1)))
+
+    picks = tflm_sample(ctx(551))
+    assert len(picks) == 100 and len(set(picks)) == 100 and list(picks) == sorted(picks)
+    assert list(tflm_sample(ctx(551))) == list(picks)  # seeded by the split seed
+    assert list(tflm_sample(ctx(551, data={"split_seed": 7}))) != list(picks)
+    assert tflm_sample(ctx(551, recommend={"target": "mcu"})) is None
+    assert tflm_sample(ctx(80)) is None
+    assert tflm_sample(ctx(551, targets={"tflm_images": None})) is None
+    assert len(tflm_sample(ctx(551, targets={"tflm_images": 20}))) == 20

@@ -179,10 +179,14 @@ def _target_figures(v, name: str, t) -> str:
     accuracy = t.figures.get("accuracy")
     if isinstance(accuracy, (int, float)):
         litert = f" (LiteRT {v.accuracy * 100:.1f}%)" if v.accuracy is not None else ""
-        said.append(f"TFLM accuracy {accuracy * 100:.1f}%{litert}")
+        sample = (f" on {t.figures['images']} of {t.figures['sample_of']} photos"
+                  if t.figures.get("sample_of") else "")  # fmt: skip
+        said.append(f"TFLM accuracy {accuracy * 100:.1f}%{sample}{litert}")
     agreement = t.figures.get("agreement_litert")
     if isinstance(agreement, (int, float)):
-        said.append(f"same top-1 as LiteRT {agreement * 100:.1f}%")
+        ci = t.figures.get("agreement_litert_ci")
+        bounds = f" [{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]" if isinstance(ci, list) and len(ci) == 2 else ""
+        said.append(f"same top-1 as LiteRT {agreement * 100:.1f}%{bounds}")
     return "; ".join(said)
 
 

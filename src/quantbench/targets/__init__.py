@@ -70,7 +70,9 @@ class McuTarget(Target):
             return TargetResult(target=self.name, ok=False, reasons=reasons, figures=figures)
         said = [f"runs on TFLM in a {_kib(arena)} arena" if arena else "runs on TFLM"]
         if figures.get("accuracy") is not None:
-            said.append(f"accuracy {figures['accuracy'] * 100:.1f}% on TFLM's kernels")
+            sample = (f" ({figures['images']} of {figures['sample_of']} photos)"
+                      if figures.get("sample_of") else "")  # fmt: skip
+            said.append(f"accuracy {figures['accuracy'] * 100:.1f}% on TFLM's kernels{sample}")
         return TargetResult(target=self.name, ok=True, reasons=["; ".join(said)], figures=figures)
 
 

@@ -322,6 +322,18 @@ def _bytes_match(data: bytes, root, t, kind: str) -> bool:
     return len(_buffer_bytes(data, root, t)) == -(-count * bits // 8)
 
 
+def _saturated(data: bytes, root, t) -> int:
+    """Integer bias values at -2**31 or below: AEQ divides the float bias by input scale x
+    weight scale, and a channel whose weights are all zero has a clamped ~1e-11 weight scale,
+    so the quotient overflows and the cast wraps to INT32_MIN: that channel's bias is lost."""
+    _, type_names = _names()
+    kind = type_names.get(t.Type(), "")
+    if kind not in ("INT32", "INT64") or not _is_constant(root, t):
+        return 0
+    values = np.frombuffer(_buffer_bytes(data, root, t), dtype=np.int32 if kind == "INT32" else np.int64)
+    return int((values <= -(2**31)).sum())
+
+
 def _inspect(data: bytes) -> list[dict[str, Any]]:
     root = _root(data)
     _, type_names = _names()
@@ -363,6 +375,7 @@ def _inspect(data: bytes) -> list[dict[str, Any]]:
             "weight_granularity": None,
             "zero_scales": 0,
             "weight_bytes_ok": True,  # the stored bytes are as many as the type and shape say
+            "saturated_biases": 0,  # integer biases at -2**31 (an overflow: see _saturated)
             "helper": name in ("QUANTIZE", "DEQUANTIZE"),
         }
         if name in WEIGHT_OPS and len(inputs) > 1 and o.Inputs(1) >= 0:
@@ -385,6 +398,8 @@ def _inspect(data: bytes) -> list[dict[str, Any]]:
                 if scales is not None:
                     entry["zero_scales"] = int((scales == 0).sum())
                 entry["weight_bytes_ok"] = _bytes_match(data, root, t, entry["weight"])
+            if len(inputs) > 2 and o.Inputs(2) >= 0:
+                entry["saturated_biases"] = _saturated(data, root, sub.Tensors(int(o.Inputs(2))))
         report.append(entry)
     return report
 
@@ -395,9 +410,9 @@ def inspect_quantized(path: str | Path) -> list[dict[str, Any]]:
     activation input's type), `weight` (the stored type of the weight of a CONV_2D,
     DEPTHWISE_CONV_2D, FULLY_CONNECTED, ... followed back through a DEQUANTIZE: int4, int8,
     float32; None for ops without one), `weight_via_dequantize` (weight-only form),
-    `weight_granularity`, `zero_scales` (scales equal to 0, which XNNPACK refuses) and `helper`
-    (a QUANTIZE or DEQUANTIZE), and `weight_bytes_ok` (False: the stored bytes do not fit the
-    weight's type and shape)."""
+    `weight_granularity`, `zero_scales` (scales equal to 0, which XNNPACK refuses), `helper`
+    (a QUANTIZE or DEQUANTIZE), `weight_bytes_ok` (False: the stored bytes do not fit the
+    weight's type and shape) and `saturated_biases` (integer biases that overflowed)."""
     return _inspect(Path(path).read_bytes())
 
 
@@ -444,6 +459,17 @@ def broken_weights_error(inspected: list[dict[str, Any]]) -> ModelError | None:
         f"{first['weight_tensor']!r} of {first['op']}, typed {first['weight']}): the float "
         f"weights were left in place under an integer type, and LiteRT would read garbage",
         tip="an AEQ bug with this recipe and algorithm; use algorithm=min_max")
+
+
+def _warnings(inspected: list[dict[str, Any]]) -> list[str]:
+    """What in a written file is wrong but not fatal, one sentence each."""
+    notes = []
+    for op in inspected:
+        if op["saturated_biases"]:
+            notes.append(f"{op['op']} {op['output']!r}: {op['saturated_biases']} bias value(s) "
+                         f"overflowed to -2**31 (output channels whose weights are all zero: AEQ "
+                         f"clamps their weight scale to ~1e-11); those channels lose their bias")  # fmt: skip
+    return notes
 
 
 def explain_load_failure(message: str) -> str | None:
@@ -840,6 +866,7 @@ def quantize_tflite(float_path: str | Path, out_path: str | Path, params: AeqPar
         "io": io_types(model),
         "asked": asked,
         "skipped": skipped_ops(asked, inspected),
+        "warnings": _warnings(inspected),
     }
 
 

@@ -48,8 +48,20 @@ class TargetWorker:
         self._tmp.cleanup()
 
 
-def _worker(ctx: Context) -> TargetWorker:
-    return ctx.service("targets", lambda: TargetWorker(ctx.val_inputs))
+def tflm_sample(ctx: Context) -> np.ndarray | None:
+    """The validation photos TFLM scores: a seeded sample of `targets.tflm_images` (sorted
+    indices), or None for every photo (`--target mcu`, or a split no larger than the sample)."""
+    section = getattr(ctx.cfg, "targets", None)
+    count = section.tflm_images if section is not None else None
+    n = len(ctx.val_inputs)
+    if count is None or count >= n or getattr(ctx.cfg.recommend, "target", None) == "mcu":
+        return None
+    return np.sort(np.random.default_rng(ctx.cfg.data.split_seed).permutation(n)[:count])
+
+
+def _worker(ctx: Context, picks: np.ndarray | None) -> TargetWorker:
+    inputs = ctx.val_inputs if picks is None else ctx.val_inputs[picks]
+    return ctx.service("targets", lambda: TargetWorker(inputs))
 
 
 def measure_facts(worker: TargetWorker, path: Path, labels: np.ndarray,
@@ -97,15 +109,35 @@ class TargetsStage:
     def key(self, job: FileJob) -> Key:
         section = getattr(job.ctx.cfg, "targets", None)
         ram = section.mcu_ram if section is not None else None  # files over it are not scored
-        return Key({"tflm_images": len(job.ctx.val_inputs), "max_arena": ram},
-                   parent=job.file_key, data=job.ctx.data_key)  # fmt: skip
+        picks = tflm_sample(job.ctx)
+        if picks is None:  # every photo: the key as it always was
+            return Key({"tflm_images": len(job.ctx.val_inputs), "max_arena": ram},
+                       parent=job.file_key, data=job.ctx.data_key)  # fmt: skip
+        return Key({"tflm_images": len(picks), "tflm_sample_seed": job.ctx.cfg.data.split_seed,
+                    "max_arena": ram}, parent=job.file_key, data=job.ctx.data_key)  # fmt: skip
 
     def compute(self, job: FileJob) -> tuple[dict, bool]:
+        from quantbench.analysis.intervals import wilson
+
         ctx, row = job.ctx, job.row
-        ctx.emit("info", f"checking targets of {row.variant} (TF Lite Micro scores every photo)")
+        picks = tflm_sample(ctx)
+        n = len(ctx.val_inputs)
+        what = "every photo" if picks is None else f"a sample of {len(picks)} of {n} photos"
+        ctx.emit("info", f"checking targets of {row.variant} (TF Lite Micro scores {what})")
         litert = decode_classes(row.predictions) if row.predictions else None
-        return measure_facts(_worker(ctx), job.path, ctx.dataset.val_labels,
-                             self.key(job).params["max_arena"], litert)  # fmt: skip
+        labels = ctx.dataset.val_labels
+        if picks is not None:
+            labels, litert = labels[picks], (litert[picks] if litert is not None else None)
+        facts, cacheable = measure_facts(_worker(ctx, picks), job.path, labels,
+                                         self.key(job).params["max_arena"], litert)  # fmt: skip
+        figures = facts["mcu"].get("figures") or {}
+        scored = figures.get("images")
+        if picks is not None and scored:
+            figures["sample_of"] = n
+        for name in ("accuracy", "agreement_litert"):
+            if scored and figures.get(name) is not None:
+                figures[f"{name}_ci"] = list(wilson(round(figures[name] * scored), scored))
+        return facts, cacheable
 
     def encode(self, product: tuple[dict, bool], job: FileJob) -> Stored | None:
         facts, cacheable = product
