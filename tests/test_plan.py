@@ -192,3 +192,25 @@ def test_results_files_that_are_not_results_are_one_clear_error(tmp_path):
     with pytest.raises(QuantbenchError) as info:
         results_mod.load(tmp_path)
     assert "variants" in info.value.message and "\n" not in info.value.message
+
+
+def test_named_schemes_reach_every_model_of_the_plan():
+    """`--schemes float32,int8 --transforms prune,cluster` converts the transformed models with
+    float32 and int8 too (it converted them with all eight, the deprecated aliases included);
+    with no scheme named they get the article's QAT table; transform_schemes still wins."""
+    named = plan(config.resolve("smoke", overrides={"convert.schemes": ["float32", "int8"],
+                                                    "transforms": "prune,cluster"}))  # fmt: skip
+    by_model = {}
+    for spec in named:
+        by_model.setdefault(spec.source, []).append(spec.scheme.name if spec.scheme else None)
+    assert set(by_model) == {"float", "prune50", "cluster16"}, by_model
+    assert all(schemes == [None, "float32", "int8"] for schemes in by_model.values()), by_model
+    unnamed = plan(config.resolve("default"))
+    qat = [s.scheme.name for s in unnamed if s.transforms and s.scheme]
+    assert "optimize_for_size" in qat and "optimize_for_size" not in [
+        s.scheme.name for s in unnamed if not s.transforms and s.scheme]
+    chosen = plan(config.resolve("smoke", overrides={"convert.schemes": ["float32", "int8"],
+                                                     "convert.transform_schemes": ["int8"],
+                                                     "transforms": "prune"}))  # fmt: skip
+    assert [s.scheme.name for s in chosen if s.transforms and s.scheme] == ["int8"]
+

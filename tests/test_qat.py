@@ -10,6 +10,7 @@ import pytest
 
 from quantbench.ml import qat
 from quantbench.engine.configure import resolve
+from quantbench.engine.plan import transform_scheme_specs
 from quantbench.ml.data import load_dataset
 from quantbench.ml.preprocess import Preprocessing
 from tests.conftest import make_image_folder
@@ -168,7 +169,7 @@ def tiny_run(tmp_path_factory):
 def test_every_qat_scheme_has_a_row_converted_failed_or_identical(tiny_run, recipe):
     cfg, results = tiny_run
     rows = {v.scheme: v for v in results.variants if v.source == f"qat_{recipe}" and v.scheme}
-    assert sorted(rows) == sorted(s.name for s in cfg.convert.transform_schemes)
+    assert sorted(rows) == sorted(s.name for s in transform_scheme_specs(cfg))
     for scheme, row in rows.items():
         assert row.variant == f"qat_{recipe}_{scheme}"
         if row.status == "failed":

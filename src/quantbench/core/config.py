@@ -71,8 +71,10 @@ class TrainConfig(_Section):
     seed: int = 1
 
 
-# The conversions applied to each transform's output (e.g. the QAT model) when none are named:
-# every scheme, the deprecated aliases included, as the article's QAT table has them.
+# The schemes of each transform's output (the QAT model, ...) when no scheme is named at all:
+# every scheme, the deprecated aliases included, as the article's QAT table has them (its claim
+# that they equal Optimize.DEFAULT is checked on them). Named `convert.schemes` apply to every
+# model of the plan instead, unless `convert.transform_schemes` names others.
 TRANSFORM_SCHEMES = ["float32", "dynamic_range", "float16", "int8", "int8_io", "int16x8",
                      "optimize_for_size", "optimize_for_latency"]  # fmt: skip
 
@@ -110,10 +112,9 @@ def _scheme_specs(value: Any) -> list[TechniqueSpec]:
 
 
 class ConvertConfig(_Section):
-    schemes: list[TechniqueSpec] | None = None  # None: every conversion marked default
-    transform_schemes: list[TechniqueSpec] = Field(
-        default_factory=lambda: _scheme_specs(TRANSFORM_SCHEMES)
-    )
+    schemes: list[TechniqueSpec] | None = None  # None: every scheme marked default
+    # Of the transforms' models; None: `schemes` when named, else TRANSFORM_SCHEMES.
+    transform_schemes: list[TechniqueSpec] | None = None
     calibration_images: int = Field(200, ge=1, le=100_000)
     # Labelled images (one sub-folder per class) that score selective's candidates; default: a
     # slice of the training split outside the calibration images. Never the validation split.

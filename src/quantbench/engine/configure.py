@@ -129,7 +129,8 @@ def resolve_names(cfg: RunConfig) -> RunConfig:
     cfg.transforms = TRANSFORMS.parse_list(cfg.transforms)
     if cfg.convert.schemes is not None:
         cfg.convert.schemes = SCHEMES.parse_list(cfg.convert.schemes)
-    cfg.convert.transform_schemes = SCHEMES.parse_list(cfg.convert.transform_schemes)
+    if cfg.convert.transform_schemes is not None:
+        cfg.convert.transform_schemes = SCHEMES.parse_list(cfg.convert.transform_schemes)
     for name in cfg.evaluate.runtimes:
         if name not in RUNTIMES:
             raise ConfigError(f"bad value for 'evaluate.runtimes': unknown runtime {name!r}"

@@ -24,6 +24,18 @@ def scheme_specs(cfg: Any) -> list[TechniqueSpec]:
     return [SCHEMES.spec(name) for name in SCHEMES.defaults()]
 
 
+def transform_scheme_specs(cfg: Any) -> list[TechniqueSpec]:
+    """The schemes every transform's model is converted with: `convert.transform_schemes`;
+    else the schemes named for the base model; else (none named) the article's QAT table."""
+    from quantbench.core.config import TRANSFORM_SCHEMES
+
+    if cfg.convert.transform_schemes is not None:
+        return list(cfg.convert.transform_schemes)
+    if cfg.convert.schemes is not None:
+        return list(cfg.convert.schemes)
+    return [SCHEMES.spec(name) for name in TRANSFORM_SCHEMES]
+
+
 def plan(cfg: Any, repeats: int | None = None, base_conversions: list[TechniqueSpec] | None = None,
          ) -> list[VariantSpec]:  # fmt: skip
     """Every variant the config asks for, in the order they are produced: per repeat, the base
@@ -38,7 +50,7 @@ def plan(cfg: Any, repeats: int | None = None, base_conversions: list[TechniqueS
             chain = TRANSFORMS.get(transform.name).chain(transform)
             specs.append(VariantSpec(transforms=chain, repeat=repeat))
             specs += [VariantSpec(transforms=chain, scheme=c, repeat=repeat)
-                      for c in cfg.convert.transform_schemes]  # fmt: skip
+                      for c in transform_scheme_specs(cfg)]  # fmt: skip
     names = [(s.name, s.repeat) for s in specs]
     duplicates = sorted({n for n, r in names if names.count((n, r)) > 1})
     if duplicates:

@@ -13,8 +13,11 @@ import numpy as np
 
 
 def open_interpreter(model: str | Path | bytes, threads: int, xnnpack: bool = True) -> Any:
-    """A LiteRT interpreter with `threads` threads; `xnnpack=False` runs the builtin kernels."""
+    """A LiteRT interpreter with `threads` threads, its tensors allocated; `xnnpack=False` runs
+    the builtin kernels. LiteRT's note that it created the XNNPACK delegate stays off stderr."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from quantbench.core.stderr import LITERT_NOISE, filtered_stderr
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     kwargs: dict[str, Any] = {"num_threads": int(threads), "experimental_op_resolver_type": resolver}
@@ -22,7 +25,10 @@ def open_interpreter(model: str | Path | bytes, threads: int, xnnpack: bool = Tr
         kwargs["model_content"] = bytes(model)
     else:
         kwargs["model_path"] = str(model)
-    return Interpreter(**kwargs)
+    with filtered_stderr(LITERT_NOISE):
+        interpreter = Interpreter(**kwargs)
+        interpreter.allocate_tensors()  # where the default delegate is applied, and says so
+    return interpreter
 
 
 def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:

@@ -2,17 +2,17 @@
 
 TensorFlow logs through absl before logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not
 silence lines such as "oneDNN custom operations are on" or "Could not find cuda drivers"
-(tensorflow/tensorflow#100442). We send file descriptor 2 to a temp file while TensorFlow
-imports and initialises its devices, then replay every line that is not known chatter, so a
-real error is never hidden.
+(tensorflow/tensorflow#100442). While TensorFlow imports and initialises its devices, file
+descriptor 2 goes to a temp file and every line that is not known chatter is replayed
+(core/stderr.py), so a real error is never hidden.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-import tempfile
+
+from quantbench.core.stderr import filtered_stderr
 
 _CHATTER = re.compile(
     r"All log messages before absl::InitializeLog|oneDNN custom operations|cudart_stub|"
@@ -29,21 +29,9 @@ def import_tensorflow(verbose: bool = False):
         import tf_keras  # noqa: F401
 
         return tf
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import tensorflow as tf
-            import tf_keras  # noqa: F401
+    with filtered_stderr(_CHATTER):
+        import tensorflow as tf
+        import tf_keras  # noqa: F401
 
-            tf.config.list_physical_devices()  # the CUDA probe logs here
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode("utf-8", "replace").splitlines():
-                if line.strip() and not _CHATTER.search(line):
-                    print(line, file=sys.stderr)
+        tf.config.list_physical_devices()  # the CUDA probe logs here
     return tf
