@@ -310,7 +310,8 @@ def make_wide_results(name: str = "flowers-default", photos: bool = True) -> Run
             row.gzip_bytes = int(row.size_bytes * (0.93 if scheme.startswith("float") else 0.81))
             distinct = {"float32": 45_113, "float16": 44_871}.get(scheme, 256)
             row.weights = WeightStats(sparsity=0.0031 if distinct > 256 else 0.0142,
-                                      max_unique=distinct, max_unique_per_channel=min(distinct, 256))
+                                      max_unique=distinct,
+                                      max_unique_per_channel=min(distinct, 256))  # fmt: skip
             results.variants.append(row)
     results.config["targets"] = {"mcu_ram": 512 * 1024, "mcu_flash": 1024 * 1024}
     if photos:

@@ -272,3 +272,29 @@ def test_a_resume_keeps_finished_rows_and_redoes_failed_ones(tmp_path, monkeypat
     rows = {r.variant: r for r in again.variants}
     assert measure.computed == ["int8"] and rows["int8"].status == "ok"
     assert rows["float32"] == kept["float32"]  # a finished row stays as it was measured
+
+
+def test_the_time_each_stage_computed_is_recorded_without_counting_nested_stages(tmp_path):
+    """results.stage_seconds: a stage that makes another's product on the way (a model trained
+    for its first conversion) is charged only its own time."""
+    import time as time_mod
+
+    ex = _executor(tmp_path)
+
+    class Slow(Counting):
+        def __init__(self, name, seconds, inner=None):
+            super().__init__()
+            self.name, self.seconds, self.inner = name, seconds, inner
+
+        def compute(self, job):
+            if self.inner is not None:
+                ex.produce(self.inner, job)
+            time_mod.sleep(self.seconds)
+            return job
+
+    ex.produce(Slow("convert", 0.05, inner=Slow("model", 0.2)), "a")
+    timings = ex.results.stage_seconds
+    assert 0.2 <= timings["model"] < 0.4
+    assert 0.05 <= timings["convert"] < 0.2  # not the 0.25 s the block took in all
+    ex.produce(Slow("convert", 0.05), "a")  # a hit: nothing computed, nothing charged
+    assert timings["convert"] < 0.2

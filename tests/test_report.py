@@ -380,7 +380,8 @@ def test_targets_are_a_matrix_with_the_reasons():
     assert re.findall(r'<td class="mark (\w+)"', cells["int16x8"])[0] == "unknown"
     assert re.findall(r'<td class="mark (\w+)"', cells["float16"])[1] == "none"  # not checked
     # The reason on hover, escaped; the arena under the mark.
-    assert 'title="gpu: does not run. op &lt;script&gt;alert(1)&lt;/script&gt; refused"' in cells["int8"]
+    refused = 'title="gpu: does not run. op &lt;script&gt;alert(1)&lt;/script&gt; refused"'
+    assert refused in cells["int8"]
     assert "runs on TFLM in a" in cells["int8"] and "KiB</span>" in cells["int8"]
     assert EVIL not in html
     # Every failure and unknown under the matrix, in the check's words, with its variants.
@@ -391,9 +392,15 @@ def test_targets_are_a_matrix_with_the_reasons():
         assert esc_text(reason) in reasons, reason
     assert "could not be judged" in reasons and "Hybrid models are not supported" in reasons
     assert reasons.count("<b>edgetpu</b> does not run") == 1  # one item per distinct reason
-    assert f"<h3>Why not ({sum(1 for v in judged for t in results.variant(v).targets.values() if t.ok is not True)})</h3>" in section
+    not_running = sum(t.ok is not True for v in judged for t in results.variant(v).targets.values())
+    assert f"<h3>Why not ({not_running})</h3>" in section
     # No more one-row-per-pair table.
     assert "<th" not in section.split("</table>")[1]
+    # A target named like markup is a column heading, as text.
+    int8.targets[EVIL] = TargetResult(target=EVIL, ok=False, reasons=[EVIL])
+    html = render(results)
+    section = html.split('id="targets"')[1].split("</section>")[0]
+    assert EVIL not in html and section.count("&lt;script&gt;") >= 4  # heading, title, list
 
 
 def esc_text(text: str) -> str:

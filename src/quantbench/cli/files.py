@@ -10,6 +10,7 @@ import click
 from quantbench.cli.app import (  # the group and the options the commands share
     _csv_list, cli, recommendation_options,
 )
+from quantbench.cli.measure import table_options
 
 
 # --- schemes ------------------------------------------------------------------------------
@@ -167,9 +168,12 @@ def analyze(run_dir: Path, variants: str | None) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Default: RUN_DIR/report.html.")
 @recommendation_options
+@table_options
 def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_gzip_size,
-           max_latency, objective, confidence, target) -> None:  # fmt: skip
-    """Rebuild report.html from RUN_DIR/results.json (no retraining, no TensorFlow)."""
+           max_latency, objective, confidence, target, wide: bool,
+           columns: list[str] | None) -> None:  # fmt: skip
+    """Print the results table and rebuild report.html from RUN_DIR/results.json (no
+    retraining, no TensorFlow)."""
     from quantbench.analysis import recommend as rec_mod
     from quantbench.present.console import out as stdout
     from quantbench.report import write_report
@@ -185,7 +189,9 @@ def report(run_dir: Path, out: Path | None, max_accuracy_drop, max_size, max_gzi
         rec = rec_mod.attach(results, _constraints(rec_mod, results, flags))
     path = write_report(results, run_dir, out)
     from quantbench.present.sections import print_recommendation
+    from quantbench.present.table import print_results
 
+    print_results(results, columns=columns, wide=wide)
     print_recommendation(rec)
     stdout.print(f"\nreport: {path}", highlight=False)
 

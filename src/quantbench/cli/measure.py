@@ -34,6 +34,36 @@ def measuring_options(command):
     return command
 
 
+# --- the results table's columns (run, quantize, report) -----------------------------------
+
+# present/table.py COLUMNS, named here so `--help` imports nothing (tests/test_table.py checks).
+TABLE_COLUMNS = ("variant", "policy", "size", "gzip", "zeros", "values", "accuracy", "agreement",
+                 "delta", "p", "latency", "threads", "runtimes", "convert", "runs_on")  # fmt: skip
+
+
+def _table_columns(ctx, param, value: str | None) -> list[str] | None:
+    """Checked before anything runs: a misspelt column is an ERROR now, not after the run."""
+    from quantbench.present.table import parse_columns
+
+    return parse_columns(value)
+
+
+_TABLE_OPTIONS = (
+    click.option("--wide", is_flag=True, help="Show every column of the results table (printed "
+                 "at its own width, lines longer than the terminal)."),
+    click.option("--columns", callback=_table_columns, metavar="A,B,...",
+                 help="The results table's columns, in this order: " + ", ".join(TABLE_COLUMNS)
+                 + " (default: variant,size,accuracy,delta,latency,runs_on, fitted to the "
+                 "terminal)."),
+)  # fmt: skip
+
+
+def table_options(command):
+    for option in reversed(_TABLE_OPTIONS):
+        command = option(command)
+    return command
+
+
 # --- run ---------------------------------------------------------------------------------
 
 RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
@@ -98,8 +128,10 @@ RUN_FLAGS = config_flag_keys(  # flag name -> dotted config key
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set train.epochs=3 (repeatable).")  # fmt: skip
 @resume_options
+@table_options
 def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ...],
-        resume: Path | None, no_cache: bool, **flags) -> None:  # fmt: skip
+        resume: Path | None, no_cache: bool, wide: bool, columns: list[str] | None,
+        **flags) -> None:  # fmt: skip
     """Train the float baseline, convert it with every scheme, evaluate all on LiteRT."""
     from quantbench.engine import configure as config_mod
 
@@ -131,7 +163,7 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
     quiet.import_tensorflow(verbose=_VERBOSE["on"])
     results, run_dir = runner.run(cfg, resume_dir=resume, use_cache=not no_cache,
                                   resources=Resources.detect(), emit=show_event)  # fmt: skip
-    show_run(results, run_dir, "run")
+    show_run(results, run_dir, "run", columns=columns, wide=wide)
 
 
 # --- quantize ----------------------------------------------------------------------------
@@ -175,8 +207,10 @@ def run(preset: str | None, config_file: Path | None, assignments: tuple[str, ..
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set data.validation_split=0.3 (repeatable).")  # fmt: skip
 @resume_options
+@table_options
 def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...],
-             resume: Path | None, no_cache: bool, **flags) -> None:  # fmt: skip
+             resume: Path | None, no_cache: bool, wide: bool, columns: list[str] | None,
+             **flags) -> None:  # fmt: skip
     """Quantize your own Keras model (.keras, .h5, SavedModel) with every scheme and evaluate
     each variant on your photos against the original."""
     from quantbench.engine import configure as config_mod
@@ -203,4 +237,4 @@ def quantize(model: Path, config_file: Path | None, assignments: tuple[str, ...]
         cfg, size_given=size_given, resume_dir=resume, use_cache=not no_cache,
         resources=Resources.detect(), emit=show_event,
     )
-    show_run(results, run_dir, "quantize")
+    show_run(results, run_dir, "quantize", columns=columns, wide=wide)

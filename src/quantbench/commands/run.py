@@ -71,7 +71,9 @@ def orchestrate(
             from quantbench.ml.data import load_dataset
 
             emit("step", "reading images")
+            reading = time.perf_counter()
             dataset = load_dataset(cfg.data, emit, readers=2 * resources.cores)
+            _charge(results, "reading images", time.perf_counter() - reading)
         specs = plan(cfg, repeats=len(cfg.training_seeds()) if base.trains else 1)
         if base.trains:  # a model trained elsewhere (quantize) was never trained on these
             dataset = hold_out(dataset, cfg, specs)
@@ -101,13 +103,29 @@ def orchestrate(
         raise
     ctx.close()
     finish(results, run_dir, started, "complete")
+    reporting = time.perf_counter()
     write_report(results, run_dir, emit)
+    seconds = time.perf_counter() - reporting
+    _charge(results, "report", seconds)
+    results.total_seconds = (results.total_seconds or 0.0) + seconds
+    _charge_the_rest(results)
+    results_mod.save(results, run_dir)
     if cfg.track:
         from quantbench.present.tracking import log_run
 
         results.extras["tracked"] = {"backend": cfg.track, "where": log_run(results, run_dir, cfg.track)}
         results_mod.save(results, run_dir)
     return results, run_dir
+
+
+def _charge(results: RunResults, name: str, seconds: float) -> None:
+    results.stage_seconds[name] = results.stage_seconds.get(name, 0.0) + seconds
+
+
+def _charge_the_rest(results: RunResults) -> None:
+    """`other` in the time breakdown: what no stage computed (start-up, planning, waiting)."""
+    accounted = sum(v for k, v in results.stage_seconds.items() if k != "other")
+    results.stage_seconds["other"] = max(0.0, (results.total_seconds or 0.0) - accounted)
 
 
 def _sort_rows(results: RunResults, specs: list) -> None:

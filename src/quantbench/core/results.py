@@ -417,6 +417,10 @@ class RunResults(_Model):
     resumed: list[str] = Field(default_factory=list)  # when `--resume` continued this run
     models: dict[str, str] = Field(default_factory=dict)  # ModelSpec.id -> its store key
     layer_analyses: list[LayerAnalysis] = Field(default_factory=list)  # analysis.py
+    # Where the run's time went: seconds each stage spent computing (model = training, convert,
+    # accuracy, latency, targets, ...; the executor times every miss), plus `reading images`,
+    # `report` and `other` (the rest of total_seconds), summed over resumes.
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
 
     def variant(self, name: str, repeat: int = 0) -> VariantResult | None:
         return next((v for v in self.variants if v.variant == name and v.repeat == repeat), None)

@@ -12,8 +12,9 @@ events through `ctx.emit(level, text)`.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ class Executor:
         # Schemes a search completed (by variant id), and what the search adds to the row.
         self.resolved: dict[str, TechniqueSpec] = {}
         self.row_fields: dict[str, dict[str, Any]] = {}
+        self._timing: list[list[float]] = []  # the stages computing now, innermost last
 
     # --- the store: every lookup and every write of a run ----------------------------------
 
@@ -88,8 +90,9 @@ class Executor:
         missing = [i for i in range(len(jobs)) if i not in out]
         if missing:
             compute_many = getattr(stage, "compute_many", None)
-            products = compute_many([jobs[i] for i in missing]) if compute_many else \
-                [stage.compute(jobs[i]) for i in missing]  # fmt: skip
+            with self._timed(stage.name):
+                products = compute_many([jobs[i] for i in missing]) if compute_many else \
+                    [stage.compute(jobs[i]) for i in missing]  # fmt: skip
             for i, product in zip(missing, products):
                 stored = stage.encode(product, jobs[i]) if cache else None
                 entry = self.ctx.store.put(keys[i], stage.name, stored.files, stored.meta) \
@@ -109,6 +112,24 @@ class Executor:
                 self.ctx.store.put(key, stage.name, stored.files, stored.meta)
 
     # --- bookkeeping ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        """Charge the block's seconds to `stage` in the results' breakdown, less what stages
+        nested in it took (a model trained lazily for its first conversion is `model` time, not
+        `convert` time), so the breakdown partitions the time stages computed."""
+        frame = [0.0]  # seconds of nested stages
+        self._timing.append(frame)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self._timing.pop()
+            if self._timing:
+                self._timing[-1][0] += elapsed
+            timings = self.results.stage_seconds
+            timings[stage] = timings.get(stage, 0.0) + elapsed - frame[0]
 
     def _save(self) -> None:
         results_mod.save(self.results, self.ctx.run_dir)

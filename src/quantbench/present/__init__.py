@@ -13,24 +13,30 @@ from quantbench.core.results import RunResults
 
 
 def show_event(level: str, text: str) -> None:
-    """The CLI's event sink. Event texts hold user strings (paths, class names): never markup."""
+    """The CLI's event sink. Event texts hold user strings (paths, class names): never markup.
+    A warning is one line: an error inside it (a converter's MLIR diagnostics, a worker's log)
+    in plain words (analysis/errors.py); results.json keeps the whole message."""
     if level == "step":
         console.step(text)
     elif level == "warn":
-        console.warn(text)
+        from quantbench.analysis.errors import event_line
+
+        console.warn(event_line(text))
     else:
         console.info(text)
 
 
-def show_run(results: RunResults, run_dir: Path, command: str) -> None:
-    """What a finished run prints: the table, notes, training cost, the article's claims, the
-    preprocessing check, the recommendation, and where everything is."""
+def show_run(results: RunResults, run_dir: Path, command: str, *,
+             columns: list[str] | None = None, wide: bool = False) -> None:  # fmt: skip
+    """What a finished run prints: the table (`columns`, or every column when `wide`; see
+    present/table.py), notes, training cost, the article's claims, the preprocessing check,
+    the recommendation, and where everything is."""
     from quantbench.analysis.recommend import Recommendation
     from quantbench.core.results import CheckResult
     from quantbench.present.sections import check_table, print_comparison, print_recommendation, training_table
     from quantbench.present.table import print_results
 
-    print_results(results)
+    print_results(results, columns=columns, wide=wide)
     if results.training:
         console.out.print(training_table(results))
     if command == "run":

@@ -11,6 +11,7 @@ therefore explicit: a `rich.text.Text` with styles, e.g. `styled("failed", "red"
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -28,10 +29,17 @@ from rich.text import Text
 
 T = TypeVar("T")
 
-# Not a terminal (CI logs, pipes): rich would assume 80 columns and fold the tables.
-out = Console(markup=False, width=None if sys.stdout.isatty() else 160)  # tables, paths
-err = Console(stderr=True, markup=False,
-              width=None if sys.stderr.isatty() else 160)  # progress, steps, warnings  # fmt: skip
+
+def _width(stream) -> int | None:
+    """None (rich asks the terminal, or reads COLUMNS) on a terminal or when COLUMNS is set;
+    160 otherwise (CI logs, pipes), where rich would assume 80 columns and fold the tables."""
+    if stream.isatty() or os.environ.get("COLUMNS", "").strip().isdigit():
+        return None
+    return 160
+
+
+out = Console(markup=False, width=_width(sys.stdout))  # tables, paths
+err = Console(stderr=True, markup=False, width=_width(sys.stderr))  # progress, steps, warnings
 
 
 def styled(text: str, style: str) -> Text:
@@ -53,7 +61,8 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(line(("WARNING", "yellow"), " ", message), highlight=False)
+    # One line however narrow the console (soft wrap: the terminal wraps it, a log keeps it whole).
+    err.print(line(("WARNING", "yellow"), " ", message), highlight=False, soft_wrap=True)
 
 
 def interactive() -> bool:

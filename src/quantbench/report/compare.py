@@ -58,8 +58,9 @@ def _table(runs, labels, recs: list[Recommendation | None]) -> str:
             acc = metric(res, v, "accuracy") if ok else None
             agree = metric(res, v, "agreement") if ok else None
             diff = v.vs_reference if ok and not (v.kind == "keras" and v.source == "float") else None
-            cells = [(label, breakable(label)), (v.variant, breakable(v.variant)), (v.policy, esc(v.policy)),
-                     (v.status, status), (size, mb(size)), (acc, _with_ci(acc, v.accuracy_ci if ok else None)),
+            cells = [(label, breakable(label)), (v.variant, breakable(v.variant)),
+                     (v.policy, esc(v.policy)), (v.status, status), (size, mb(size)),
+                     (acc, _with_ci(acc, v.accuracy_ci if ok else None)),
                      (diff.difference if diff else None, _paired_text(diff)),
                      (agree, pct(agree))]  # fmt: skip
             for t in threads:

@@ -75,7 +75,9 @@ def legend(items: list[tuple[str, str, bool]]) -> str:
 
 
 def kv_table(rows: list[tuple[str, Any]], css: str = "kv") -> str:
-    body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    # Dotted config keys (train.learning_rate) may wrap after a dot.
+    body = "".join(f"<tr><th>{esc(k).replace('.', '.<wbr>')}</th><td>{esc(v)}</td></tr>"
+                   for k, v in rows)  # fmt: skip
     return f'<table class="{css}"><tbody>{body}</tbody></table>'
 
 

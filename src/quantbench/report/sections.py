@@ -191,8 +191,8 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
         tds = "".join(f'<td data-sort="{sort_attr(s)}"{_col_css(i)}{label_attr(heads[i])}>{h}</td>'
                       for i, (s, h) in enumerate(cells))  # fmt: skip
         body.append(f'<tr class="row-{status}" data-variant="{esc(v.variant)}">{tds}</tr>')
-    table = (f'<div class="scroll"><table class="data sortable stack wide" id="variants"><thead><tr>'
-             f'{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
+    table = (f'<div class="scroll"><table class="data sortable stack wide" id="variants">'
+             f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
     intro = (
         "Click a column header to sort. Δ is in percentage points against the float Keras model."
     )

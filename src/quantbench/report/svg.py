@@ -8,7 +8,9 @@ library at view time; styling comes from the page's CSS classes. Every label pas
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 from html import escape
 
 PALETTE = [
@@ -146,8 +148,6 @@ LABEL_MAX = 0.45  # of the plot's width: longer labels are shortened in the midd
 def text_width(text: str, size: float = LABEL_SIZE) -> float:
     """Estimated advance width of `text` in px at `size`: per-character widths for ASCII, a
     full em for wide (CJK) characters, 0.7 em for any other character."""
-    import unicodedata
-
     total = 0.0
     for ch in text:
         code = ord(ch)
@@ -179,6 +179,7 @@ def shorten(text: str, max_width: float, size: float = LABEL_SIZE) -> str:
 
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+Segment = tuple[float, float, float, float]  # x1, y1, x2, y2
 
 
 def overlap(a: Box, b: Box) -> bool:
@@ -186,10 +187,12 @@ def overlap(a: Box, b: Box) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _crosses(seg: tuple[float, float, float, float], box: Box) -> bool:
+def _crosses(seg: Segment, box: Box) -> bool:
     """Does the segment pass through the box's interior? (Liang-Barsky clipping.)"""
     x0, y0, x1, y1 = seg
-    if max(x0, x1) <= box[0] or min(x0, x1) >= box[2] or max(y0, y1) <= box[1] or min(y0, y1) >= box[3]:
+    if max(x0, x1) <= box[0] or min(x0, x1) >= box[2]:
+        return False
+    if max(y0, y1) <= box[1] or min(y0, y1) >= box[3]:
         return False
     dx, dy = x1 - x0, y1 - y0
     low, high = 0.0, 1.0
@@ -208,8 +211,9 @@ def _crosses(seg: tuple[float, float, float, float], box: Box) -> bool:
     return high - low > 1e-6
 
 
-def _segments_cross(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+def _segments_cross(a: Segment, b: Segment) -> bool:
     """Do two segments cross (properly: sharing an end point does not count)?"""
+
     def side(p, q, r) -> float:
         return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
 
@@ -257,7 +261,7 @@ class Label:
     x: float
     y: float
     box: Box
-    leader: tuple[float, float, float, float] | None = None
+    leader: Segment | None = None
     fits: bool = True  # False: no free spot was left, it overlaps as little as could be
 
 
@@ -267,7 +271,7 @@ def _box_at(left: float, mid: float, width: float, size: float) -> Box:
     return (left, mid - half, left + width, mid + half)
 
 
-def _leader(px: float, py: float, radius: float, box: Box) -> tuple[float, float, float, float]:
+def _leader(px: float, py: float, radius: float, box: Box) -> Segment:
     """From the point's rim to the label: to the middle of its near side when it sits to the
     right or left of the point, else to the nearest point of its top or bottom edge."""
     mid = (box[1] + box[3]) / 2
@@ -283,8 +287,9 @@ def _leader(px: float, py: float, radius: float, box: Box) -> tuple[float, float
     return (px + ux * (radius + 1), py + uy * (radius + 1), nx, ny)
 
 
+@lru_cache(maxsize=8)
 def _candidates(step: float, reach_x: float,
-                reach_y: float) -> list[tuple[float, float, float, int]]:  # fmt: skip
+                reach_y: float) -> tuple[tuple[float, float, float, int], ...]:  # fmt: skip
     """(distance, dx, dy, side) offsets of a label from its spot beside the point, nearest
     first: side 1 is to the right (the label starts dx past the point), -1 to the left (it
     ends dx before). dy steps by `step` (half a label's height), dx by twice that and is at
@@ -295,8 +300,7 @@ def _candidates(step: float, reach_x: float,
             for side in (1, -1):
                 dx, dy = step + 2 * i * step, j * step
                 out.append((math.hypot(dx * 1.4, dy) + (0.5 if side < 0 else 0.0), dx, dy, side))
-    out.sort()
-    return out
+    return tuple(sorted(out))
 
 
 def place_labels(anchors: list[tuple], bounds: Box, radius: float = 6.0,
@@ -317,7 +321,7 @@ def place_labels(anchors: list[tuple], bounds: Box, radius: float = 6.0,
               for x, y, _, r in anchors]  # fmt: skip
     blocked: list[Box] = points + list(obstacles)
     placed: list[Box] = []
-    leaders: list[tuple[float, float, float, float]] = []
+    leaders: list[Segment] = []
     offsets = _candidates(half, bounds[2] - bounds[0], bounds[3] - bounds[1])
     taken = _Index()  # every point (tag: its index) and every placed label (tag: -1)
     for k, b in enumerate(blocked):
@@ -330,7 +334,7 @@ def place_labels(anchors: list[tuple], bounds: Box, radius: float = 6.0,
     def free(b: Box, own: int) -> bool:
         padded = (b[0] - LABEL_GAP, b[1] - LABEL_GAP, b[2] + LABEL_GAP, b[3] + LABEL_GAP)
         for box, tag in taken.near(padded):
-            if tag == -1 and overlap(padded, box) or tag not in (-1, own) and overlap(b, box):
+            if (tag == -1 and overlap(padded, box)) or (tag not in (-1, own) and overlap(b, box)):
                 return False
         return True
 
@@ -381,13 +385,14 @@ def place_labels(anchors: list[tuple], bounds: Box, radius: float = 6.0,
                 else:
                     best, chosen, line = score, b, seg
         fits = chosen is not None
-        if chosen is None:  # the chart is full: the spot that overlaps least
-            def cost(b: Box) -> float:
+        if chosen is None:  # the chart is full: the spot beside the point that overlaps least
+
+            def covered(b: Box) -> float:
                 return sum(max(0.0, min(b[2], o[2]) - max(b[0], o[0]))
                            * max(0.0, min(b[3], o[3]) - max(b[1], o[1]))
                            for o in placed + blocked)  # fmt: skip
-            options = [b for b in beside if inside(b)] or beside
-            chosen = min(options, key=cost)
+
+            chosen = min([b for b in beside if inside(b)] or beside, key=covered)
         if line is None and not overlap(chosen, (own[0] - gap, own[1] - gap, own[2] + gap,
                                                  own[3] + gap)):  # fmt: skip
             line = _leader(px, py, radius, chosen)

@@ -137,10 +137,11 @@ def render(state: Any, trials, rec: SweepRecommendation) -> str:
     c = state.counts()
     rows = "".join(
         f'<tr><td class="name" data-label="trial">{breakable(t.label)}</td>'
-        f'<td data-label="status">{esc(t.status)}</td><td data-label="node">{esc(t.node or "")}</td>'
-        f'<td class="num" data-label="seconds">{"" if t.seconds is None else f"{t.seconds:.0f}"}</td>'
-        f'<td class="wrap" data-label="note">{esc(t.error or ("finished earlier" if t.skipped else ""))}'
-        "</td></tr>"
+        f'<td data-label="status">{esc(t.status)}</td>'
+        f'<td data-label="node">{esc(t.node or "")}</td>'
+        f'<td class="num" data-label="seconds">{"" if t.seconds is None else f"{t.seconds:.0f}"}'
+        f'</td><td class="wrap" data-label="note">'
+        f'{esc(t.error or ("finished earlier" if t.skipped else ""))}</td></tr>'
         for t in state.trials
     )  # fmt: skip
     trials_table = ('<div class="scroll"><table class="data stack"><thead><tr><th>trial</th>'

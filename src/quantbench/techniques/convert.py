@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,14 +37,18 @@ def _representative_dataset(calibration_path: str | None):
     return representative_dataset
 
 
+ERROR_TEXT_LIMIT = 20_000  # characters of a converter's message kept (a few KB in practice)
+
+
 def _error_line(exc: BaseException) -> str:
-    """The converter's own message, shortened to its informative first lines."""
+    """The converter's whole message, `ConverterError: <its text>`: the row's `error` in
+    results.json. Views show it on one line in plain words (analysis/errors.py plain_error);
+    only a runaway message (an op dump) is cut, at ERROR_TEXT_LIMIT characters."""
     text = str(exc).strip() or type(exc).__name__
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # MLIR errors bury the reason after "error:"; keep the first such line when present.
-    errors = [ln for ln in lines if re.search(r"\berror\b", ln, re.I)]
-    picked = errors[0] if errors else lines[0]
-    return f"{type(exc).__name__}: {picked[:400]}"
+    text = "\n".join(ln.rstrip() for ln in text.splitlines() if ln.strip())
+    if len(text) > ERROR_TEXT_LIMIT:
+        text = text[:ERROR_TEXT_LIMIT] + f"\n... ({len(text) - ERROR_TEXT_LIMIT} more characters)"
+    return f"{type(exc).__name__}: {text}"
 
 
 def resolve_scheme(spec: dict[str, Any]):

@@ -18,7 +18,7 @@ import re
 import time
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,6 +32,9 @@ from quantbench.workers import Worker, WorkerError, scratch_dir
 # int16x8 the slowest; 600 s is >100x that, so it only fires on a hung converter, never on a
 # large model on a loaded machine.
 CONVERT_TIMEOUT_SECONDS = 600.0
+# How a conversion whose worker crashed or hung is reported: not a property of the model, so
+# the store does not keep it (engine/stages/convert.py).
+WORKER_FAILURE = "converter process failed"
 
 
 @dataclass
@@ -41,6 +44,9 @@ class Conversion:
     seconds: float
     error: str | None = None
     identical_to: str | None = None  # an earlier scheme that produced the same model
+    # What the file holds where it differs from what was asked, read back from the file (a
+    # scheme made from a .tflite: Scheme.convert_tflite), one sentence each.
+    notes: list[str] = field(default_factory=list)
 
 
 def export_saved_model(model, directory: Path) -> Path:
@@ -130,7 +136,7 @@ class ConverterPool:
                 reply = future.result()
                 outcome: Outcome = (reply["seconds"], reply["error"])
             except WorkerError as e:
-                error = f"converter process failed ({e.reason})" if e.reason else e.message
+                error = f"{WORKER_FAILURE} ({e.reason})" if e.reason else e.message
                 seconds = time.perf_counter() - (future.started or time.perf_counter())
                 outcome = (seconds, error + (f": {e.detail}" if e.detail else ""))
             outcomes[out_path] = outcome
