@@ -186,7 +186,12 @@ def test_results_from_before_the_article_rename_still_show_the_article(tmp_path,
     assert loaded.extras["article_comparison"][0]["article"] == "92.72% vs 88.0%: +4.72 pts"
     assert loaded.extras["article_figures"][0]["article_size_mb"] == 3.3
     assert "seed_comparison" not in loaded.extras.model_dump()  # read once, as the new key
-    qat = loaded.variant("qat_seed_int8")  # measured under that name, shown under it
+    # Measured under that name and shown under it; a resume reads its spec as the recipe's new name.
+    from quantbench.engine.rundir import specify_v1_rows
+
+    resumed = loaded.model_copy(deep=True)
+    specify_v1_rows(resumed)
+    qat = resumed.variant("qat_seed_int8")
     assert qat.spec is not None and qat.spec.transforms[0].params["recipe"] == "fresh"
     html = render(loaded)
     assert 'id="article"' in html and '<th tabindex="0">article</th>' in html

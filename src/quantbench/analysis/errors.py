@@ -29,7 +29,10 @@ UNREADABLE = "no readable message (the whole text is in results.json)"
 _MLIR_ERROR = re.compile(r"(?:^|:\s)error:\s", re.I)
 _LOCATION = re.compile(r"(?:<unknown>|[\w./-]+\.mlir):\d+(?::\d+)?:\s*")
 _SEVERITY = re.compile(r"^(?:error|note|warning|remark):\s*", re.I)
-_EXCEPTION = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Z]\w*(?:Error|Exception|Failure):\s*")
+# The wrappers the converter's and runtime's messages arrive in; other exception names (KeyError,
+# TypeError) say something and stay.
+_EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)*(?:ConverterError|RuntimeError|ValueError|"
+                        r"Exception):\s*")  # fmt: skip
 _INFERENCE = re.compile(r"@__inference_\w+")
 # A kernel's source position in LiteRT's messages: `tensorflow/lite/kernels/elementwise.cc:88 `.
 _SOURCE = re.compile(r"(?:^|\s)(?:ERROR:\s*)?(?:[\w.-]+/)+[\w.-]+\.(?:cc|cpp|c|h):\d+:?\s*")
@@ -179,8 +182,7 @@ def _clean(line: str) -> str:
     line = _INFERENCE.sub("", line)
     line = _SOURCE.sub(" ", line)
     line = re.sub(r"\s*Node number \d+ \(\w+\) failed to (?:prepare|invoke)\.?", "", line)
-    line = re.sub(r"\s+", " ", line).strip().lstrip(":").strip()
-    return line
+    return re.sub(r"\s+", " ", line).strip().strip(":").strip()
 
 
 def _cut(text: str, limit: int = MAX_CHARS) -> str:

@@ -129,7 +129,10 @@ class TargetResult(_Model):
     target: str  # "mcu", "edgetpu", "gpu", "integer_only"
     ok: bool | None  # None: could not be judged (the check itself failed)
     reasons: list[str] = Field(default_factory=list)
-    figures: dict[str, float | int | str | None] = Field(default_factory=dict)  # arena_bytes, ...
+    # arena_bytes, accuracy, and intervals as [low, high] (accuracy_ci, agreement_litert_ci)
+    figures: dict[str, float | int | str | list[float] | None] = Field(default_factory=dict)
+
+
 class TensorStats(_Model):
     """One weight tensor of a .tflite file as stored (filestats.py)."""
 

@@ -273,13 +273,11 @@ def table_view(results: RunResults, repeat: int = 0, *, columns: Sequence[str] |
     rows = results.rows(repeat)
     available = _available(results, rows)
     groups, grouped = _rows(results, repeat)
-    if columns is not None:
+    if columns is not None:  # as asked (a column without figures in this run shows none)
         keys = ["variant", *(k for k in columns if k != "variant")]
-    elif wide:
-        keys = [k for k in COLUMNS if k == "variant" or _has_data(k, results, rows)]
     else:
-        keys = [k for k in DEFAULT_COLUMNS if k == "variant" or _has_data(k, results, rows)]
-    keys = [k for k in keys if k == "variant" or available[k] or columns is not None]
+        keys = [k for k in (COLUMNS if wide else DEFAULT_COLUMNS)
+                if k == "variant" or (available[k] and _has_data(k, results, rows))]  # fmt: skip
     left_out: list[str] = []
     table = _table(results, groups, keys, available)
     if columns is None and not wide and width is not None:

@@ -276,6 +276,15 @@ def _refuse_quantized(data: bytes, path: str | Path) -> None:
                     tip="give the float32 .tflite (quantbench's float32 variant)")
 
 
+def refuse_quantized(path: str | Path) -> None:
+    """A ModelError if the .tflite at `path` is not a float32 model AEQ can quantize (it holds
+    quantized tensors or float16 weights), or is no .tflite flatbuffer at all."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model not found: {path}")
+    _refuse_quantized(path.read_bytes(), path)
+
+
 def _block_size(root, q) -> int | None:
     from ai_edge_litert import schema_py_generated as fb
 
@@ -641,6 +650,50 @@ def skipped_ops(asked: list[dict[str, Any]], inspected: list[dict[str, Any]]) ->
                             "reason": f"also matched by {', '.join(others)}, which asked "
                                       f"otherwise; the last matching scope ({want['by']}) won"})  # fmt: skip
     return skipped
+
+
+def _types(weight: str | None, activation: str | None) -> str:
+    parts = [f"{weight} weights" if weight else "", f"{activation} activations" if activation else ""]
+    return " and ".join(p for p in parts if p) or "nothing"
+
+
+def file_notes(asked: list[dict[str, Any]], inspected: list[dict[str, Any]],
+               io: dict[str, list[str]] | None = None) -> list[str]:  # fmt: skip
+    """One sentence per kind of difference between what was asked (`asked`, from
+    quantize_tflite) and what the written file holds (`inspected`, inspect_quantized): ops of
+    one type AEQ left float or gave another config are grouped; then overflowed biases, and
+    the model's integer input and output of a static recipe."""
+    groups: dict[tuple, int] = {}
+    for s in skipped_ops(asked, inspected):
+        reason = s["reason"]
+        prefix = f"{s['by']} ("
+        if reason.startswith(prefix) and "): " in reason:  # "recipe (min_max): why" -> "why"
+            reason = reason.split("): ", 1)[1]
+        key = (s["kind"], s["op"], s["asked_weight"], s["asked_activation"], s["got_weight"],
+               s["got_activation"], reason)  # fmt: skip
+        groups[key] = groups.get(key, 0) + 1
+    notes = []
+    for (kind, op, weight, activation, got_weight, got_activation, reason), n in groups.items():
+        ops = f"{n} {op}" + (" ops" if n > 1 else "")
+        asked_text, got_text = _types(weight, activation), _types(got_weight, got_activation)
+        if kind == "float":
+            notes.append(f"read back from the file: AEQ left {ops} float ({got_text}), not the "
+                         f"{asked_text} asked: {reason}")  # fmt: skip
+        elif kind == "other":
+            notes.append(f"read back from the file: AEQ gave {ops} {got_text}, not the "
+                         f"{asked_text} asked: {reason}")  # fmt: skip
+        elif kind == "overridden":
+            notes.append(f"{ops}: {reason}")
+        else:
+            notes.append(f"read back from the file: {ops} asked {asked_text} are missing "
+                         f"from it ({reason})")  # fmt: skip
+    notes += _warnings(inspected)
+    if io is not None:
+        kinds = sorted({*io.get("inputs", []), *io.get("outputs", [])})
+        if kinds and kinds != ["float32"]:
+            notes.append(f"its input and output are {'/'.join(kinds)}, as AEQ's static recipes "
+                         f"make them: the photos are quantized with the input's scale")  # fmt: skip
+    return notes
 
 
 # --- quantizing -----------------------------------------------------------------------------

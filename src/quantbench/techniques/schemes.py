@@ -5,19 +5,32 @@ converter worker, the CLI (`--schemes`, `quantbench techniques`), the config and
 parametrized over the registry pick it up. A conversion says only how to configure a
 `TFLiteConverter`; which model it is applied to (the float baseline, a transform's output) is
 the plan's business (plan.py).
+
+Most schemes start from the Keras model (`source="keras"`: the TF Lite converter's workers
+apply `configure`/`convert`). A scheme with `source="tflite"` starts from the model's float32
+.tflite instead (`source_scheme`): the executor makes that file first (or takes the one a
+.tflite source supplies), keys the scheme's file on it, and calls `convert_tflite`; AI Edge
+Quantizer's recipes (`aeq`, techniques/aeq.py) are such schemes.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import Field
 
 from quantbench.techniques import NoParams, Params, Registry, Technique, TechniqueSpec
+from quantbench.techniques.aeq import AeqParams
+from quantbench.techniques.converter import (
+    CONVERT_TIMEOUT_SECONDS, DISK_FULL_TIP, WORKER_FAILURE, Conversion,
+)  # fmt: skip
 from quantbench.techniques.selective import SEARCH, SelectiveParams, record_search
 
 OpsSet = Literal["builtins", "int8", "int16x8"]
+FLOAT_SCHEME = "float32"  # the model itself as a .tflite: what tflite-sourced schemes start from
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,35 @@ class Scheme(Technique):
     # A scheme whose parameters a search must complete before it can convert (selective): the
     # executor runs its `search_stage` first and converts the spec `searched` returns.
     needs_search: bool = False
+    # What the scheme starts from: the Keras model ("keras": the converter applies `configure`
+    # or `convert`), or the model's float32 .tflite ("tflite": `convert_tflite`).
+    source: Literal["keras", "tflite"] = "keras"
+
+    def reads_calibration(self, params: Params) -> bool:
+        """Whether the file depends on the calibration images (its store key then does)."""
+        return self.needs_representative_dataset
+
+    def policy_of(self, params: Params) -> str:
+        """The row's policy label for these parameters."""
+        return self.policy
+
+    def default_specs(self) -> list[TechniqueSpec]:
+        """This entry's specs in a plan that names no scheme (one, its defaults; an entry with
+        named variants may give several)."""
+        return [SCHEMES.spec(self.name)]
+
+    def source_scheme(self, params: Params) -> TechniqueSpec:
+        """A tflite-sourced scheme's starting file: the same model's conversion by this spec."""
+        return SCHEMES.spec(FLOAT_SCHEME)
+
+    def convert_tflite(self, float_path: Path, out_path: Path, params: Params,
+                       calibration_path: Path | None, *, worker: Any = None,
+                       timeout: float = CONVERT_TIMEOUT_SECONDS) -> Conversion:  # fmt: skip
+        """A tflite-sourced scheme's file: `out_path` made from `float_path` (calibration_path:
+        an .npy of the run's calibration inputs, when `reads_calibration`), in `worker` (a
+        workers.Worker; None: a process of its own) within `timeout` seconds. A failure is the
+        Conversion's error, not an exception (a full disk aside: MachineError)."""
+        raise NotImplementedError(f"{self.name} converts from the Keras model")
 
     def search_stage(self, params: Params) -> Any:
         """A Stage (engine/stage.py) whose product completes these parameters, or None: the
@@ -204,9 +246,83 @@ SCHEMES.register(Selective(
     needs_search=True, default=False))
 
 
+@dataclass(frozen=True)
+class Aeq(Scheme):
+    """Google's AI Edge Quantizer on the model's float32 .tflite (techniques/aeq.py,
+    docs/aeq.md): the `aeq` worker op quantizes it, then the written file is read back and
+    what it holds where it differs from the recipe (an op left float, another config) is
+    said in the row's notes."""
+
+    def slug(self, params: AeqParams) -> str:
+        from quantbench.techniques import aeq
+
+        return aeq.slug(params)
+
+    def reads_calibration(self, params: AeqParams) -> bool:
+        from quantbench.techniques import aeq
+
+        return aeq.needs_calibration(params)
+
+    def policy_of(self, params: AeqParams) -> str:
+        extra = [v for v, default in ((params.algorithm, "min_max"),
+                                      (params.granularity, "channelwise")) if v != default]
+        return f"AEQ {params.recipe}" + (f" ({', '.join(extra)})" if extra else "")
+
+    def default_specs(self) -> list[TechniqueSpec]:
+        from quantbench.techniques import aeq
+
+        return [SCHEMES.spec(self.name, recipe=recipe) for recipe in aeq.RECIPES]
+
+    def convert(self, converter: Any, representative_dataset: Callable | None,
+                params: Params | None = None, source: str = "") -> bytes:  # fmt: skip
+        raise ValueError(f"{self.name} quantizes the float32 .tflite (convert_tflite), not a "
+                         f"SavedModel")
+
+    def convert_tflite(self, float_path: Path, out_path: Path, params: AeqParams,
+                       calibration_path: Path | None, *, worker: Any = None,
+                       timeout: float = CONVERT_TIMEOUT_SECONDS) -> Conversion:  # fmt: skip
+        from quantbench.core.errors import MachineError, says_disk_full
+        from quantbench.techniques import aeq
+        from quantbench.workers import WorkerError, run_once
+
+        payload = {"float_model": str(float_path), "out": str(out_path),
+                   "params": params.model_dump(mode="json"),
+                   "calibration": str(calibration_path)
+                   if calibration_path is not None and self.reads_calibration(params) else None}  # fmt: skip
+        started = time.perf_counter()
+        try:
+            reply = (worker.request("aeq", payload, timeout) if worker is not None
+                     else run_once("aeq", payload, timeout, name="aeq"))  # fmt: skip
+        except WorkerError as e:
+            error = f"{WORKER_FAILURE} ({e.reason})" if e.reason else e.message
+            return Conversion(self.name, None, time.perf_counter() - started,
+                              error + (f": {e.detail}" if e.detail else ""))  # fmt: skip
+        if reply.get("error"):
+            if says_disk_full(reply["error"]):
+                raise MachineError(f"the disk is full: {reply['error']}", tip=DISK_FULL_TIP)
+            return Conversion(self.name, None, reply["seconds"], reply["error"])
+        # What the file really holds: read back from the bytes written, against what was asked.
+        out_path = Path(out_path)
+        inspected = aeq.inspect_quantized(out_path)
+        problem = aeq.zero_scale_error(inspected) or aeq.broken_weights_error(inspected)
+        if problem is not None:
+            out_path.unlink(missing_ok=True)
+            return Conversion(self.name, None, reply["seconds"],
+                              problem.message + (f" ({problem.tip})" if problem.tip else ""))  # fmt: skip
+        notes = aeq.file_notes(reply["asked"], inspected, aeq.io_types(out_path))
+        return Conversion(self.name, out_path, reply["seconds"], None, notes=notes)
+
+
+SCHEMES.register(Aeq(
+    "aeq", "Google's AI Edge Quantizer on the float32 .tflite: a named recipe (dynamic, "
+    "weight-only or static; int8 or int4 weights, int8 or int16 activations), its algorithm "
+    "and weight granularity (docs/aeq.md)",
+    params=AeqParams, policy="AI Edge Quantizer", source="tflite", default=False))
+
+
 def conversion_of(spec: TechniqueSpec) -> tuple[Scheme, Params]:
     """The entry and its typed parameters (what the converter worker applies)."""
     return SCHEMES.get(spec.name), SCHEMES.params_of(spec)
 
 
-__all__ = ["SCHEMES", "NoParams", "Scheme", "conversion_of"]
+__all__ = ["FLOAT_SCHEME", "SCHEMES", "NoParams", "Scheme", "conversion_of"]
