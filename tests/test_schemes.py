@@ -28,6 +28,32 @@ def conversions(tmp_path_factory):
     return {c.scheme: c for c in convert_all(model, specs, calibration, out)}
 
 
+# Schemes made from the float32 .tflite (AEQ's): every variant their entry lists.
+FROM_TFLITE = [spec for entry in SCHEMES if entry.source == "tflite" for spec in entry.default_specs()]
+
+
+@pytest.fixture(scope="module")
+def from_tflite(tmp_path_factory):
+    """The tiny model through convert_all with the tflite-sourced variants only: the float32
+    file they start from is converted for them, and is no output."""
+    calibration = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    out = tmp_path_factory.mktemp("from-tflite")
+    return out, convert_all(tiny_classifier(), FROM_TFLITE, calibration, out)
+
+
+@pytest.mark.parametrize("index", range(len(FROM_TFLITE)), ids=[SCHEMES.slug_of(s) for s in FROM_TFLITE])
+def test_every_scheme_made_from_a_tflite_converts(from_tflite, index):
+    out, conversions = from_tflite
+    assert len(conversions) == len(FROM_TFLITE)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{SCHEMES.slug_of(s)}.tflite" for s in FROM_TFLITE)
+    spec, conversion = FROM_TFLITE[index], conversions[index]
+    assert conversion.error is None, conversion.error
+    assert conversion.path.name == f"{SCHEMES.slug_of(spec)}.tflite" and conversion.seconds > 0
+    recipe = SCHEMES.params_of(spec).recipe
+    expected = {"static_wi8_ai8": "int8", "static_wi8_ai16": "int16"}.get(recipe, "float32")
+    assert io_dtypes(conversion.path) == (expected, expected)
+
+
 @pytest.mark.parametrize("name", SCHEMES.names())
 def test_every_scheme_converts(conversions, name):
     conversion = conversions[name]

@@ -26,11 +26,11 @@ from tests.fixtures_results import make_results, make_wide_results
 # --- what the converter and the runtime really say ------------------------------------------
 
 SOFTMAX = (
-    'ConverterError: <unknown>:0: error: loc(callsite(fused["Softmax:", "mobilenet_v2_0.35_128/'
-    'quant_head_predictions/Softmax@__inference_serve_132759"] at fused["StatefulPartitionedCall:'
-    '", "StatefulPartitionedCall@__inference_signature_wrapper_133031"]) at fused["StatefulPartit'
-    'ionedCall:", "StatefulPartitionedCall_1"])): \'tfl.softmax\' op failed to verify that input '
-    "and output must have same element type\n"
+    'ConverterError: <unknown>:0: error: loc(callsite(callsite(fused["Softmax:", "mobilenet_v2_0.'
+    '35_128/quant_head_predictions/Softmax@__inference_serve_132759"] at fused["StatefulPartition'
+    'edCall:", "StatefulPartitionedCall@__inference_signature_wrapper_133031"]) at fused["Statefu'
+    'lPartitionedCall:", "StatefulPartitionedCall_1"])): \'tfl.softmax\' op failed to verify that '
+    "input and output must have same element type\n"
     '<unknown>:0: note: loc(fused["StatefulPartitionedCall:", "StatefulPartitionedCall_1"]): '
     "called from\n"
     '<unknown>:0: note: loc(callsite(fused["Softmax:", "mobilenet_v2_0.35_128/quant_head_predict'
@@ -76,6 +76,13 @@ FLEX = (
      "Rsqrt.Node number 34 (RSQRT) failed to prepare.", "Rsqrt has no INT16 kernel"),
     # rows written when the message was cut at 400 characters, inside its sentence
     (SOFTMAX.splitlines()[0][:400], "tfl.softmax needs the same type in and out"),
+    # a location whose brackets never close (cut, or elided by hand)
+    ('ConverterError: <unknown>:0: error: loc(callsite(fused["Softmax:", "m/Softmax@__inference_'
+     'serve_132759"] ... \'tfl.softmax\' op failed to verify that input and output must have same '
+     "element type", "tfl.softmax needs the same type in and out"),
+    # AEQ's schemes start from the float32 file: its failure, said after theirs
+    ("no float32 file to start from: " + SOFTMAX,
+     "no float32 file to start from: tfl.softmax needs the same type in and out"),
     ("boom [/x][bold]", "boom [/x][bold]"),  # an unknown message keeps its own words
     ("ValueError: ", "ValueError (no message)"),
     (None, "no reason recorded"),
@@ -115,6 +122,11 @@ def test_failure_reason_names_the_scheme_and_the_model():
                             scheme="int16x8", policy="p", status="failed", error=SEGFAULT,
                             path="qat_finetune_int16x8.tflite", size_bytes=1000)  # fmt: skip
     assert failure_reason(crashed) == plain_error(SEGFAULT)
+    # The QAT model itself could not be made: every row of it says so, not "cannot convert".
+    untrained = _failed_qat("ModelError: QAT cannot wrap layer 'scale' (ScaleLayer)")
+    untrained.convert_seconds = None
+    assert failure_reason(untrained) == ("the qat_finetune model failed: ModelError: QAT cannot "
+                                         "wrap layer 'scale' (ScaleLayer)")  # fmt: skip
 
 
 def test_warning_events_are_one_line(capsys):
@@ -125,7 +137,8 @@ def test_warning_events_are_one_line(capsys):
     show_event("warn", "preset 'article' is now called 'article'")
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        "WARNING qat_finetune_int16x8 failed to convert: tfl.softmax needs the same type in and out",
+        "WARNING qat_finetune_int16x8 failed to convert: tfl.softmax needs the same type in and "
+        "out",
         "WARNING int8: LiteRT crashed (SIGSEGV) while scoring qat_finetune_int16x8.tflite",
         "WARNING preset 'article' is now called 'article'",
     ]

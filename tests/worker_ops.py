@@ -74,7 +74,7 @@ def faulty_convert(payload: dict) -> dict:
     if name == "slow":  # a conversion that takes its time, then succeeds
         time.sleep(1.5)
     if payload["saved_model"] != "fake":
-        from quantbench.techniques import converter as convert
+        from quantbench.techniques import convert
 
         return convert.convert_request(payload)
     with open(payload["out"], "wb") as f:

@@ -28,11 +28,12 @@ UNREADABLE = "no readable message (the whole text is in results.json)"
 # An MLIR diagnostic's severity after its location: `<unknown>:0: error: ...`, `x.mlir:3:3: ...`.
 _MLIR_ERROR = re.compile(r"(?:^|:\s)error:\s", re.I)
 _LOCATION = re.compile(r"(?:<unknown>|[\w./-]+\.mlir):\d+(?::\d+)?:\s*")
-_SEVERITY = re.compile(r"^(?:error|note|warning|remark):\s*", re.I)
+# At the start of a line or after another part's ": " (`...start from: error: ...`).
+_SEVERITY = re.compile(r"(?:^|(?<=:\s))(?:error|note|warning|remark):\s*", re.I)
 # The wrappers the converter's and runtime's messages arrive in; other exception names (KeyError,
 # TypeError) say something and stay.
-_EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)*(?:ConverterError|RuntimeError|ValueError|"
-                        r"Exception):\s*")  # fmt: skip
+_EXCEPTION = re.compile(r"(?:^|(?<=:\s))(?:[A-Za-z_]\w*\.)*(?:ConverterError|RuntimeError|"
+                        r"ValueError|Exception):\s*")  # fmt: skip
 _INFERENCE = re.compile(r"@__inference_\w+")
 # A kernel's source position in LiteRT's messages: `tensorflow/lite/kernels/elementwise.cc:88 `.
 _SOURCE = re.compile(r"(?:^|\s)(?:ERROR:\s*)?(?:[\w.-]+/)+[\w.-]+\.(?:cc|cpp|c|h):\d+:?\s*")
@@ -51,7 +52,8 @@ def _crash(how: str) -> str:
     signal = re.fullmatch(r"killed by (SIG\w+|signal \d+)", how)
     if signal:
         name = signal.group(1)
-        verb = {"SIGKILL": "was killed", "SIGTERM": "was stopped", "SIGABRT": "aborted"}.get(name, "crashed")
+        verbs = {"SIGKILL": "was killed", "SIGTERM": "was stopped", "SIGABRT": "aborted"}
+        verb = verbs.get(name, "crashed")
         return f"{verb} ({name})"
     hung = re.fullmatch(r"no answer in (.+)", how)
     if hung:
@@ -92,7 +94,8 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
      lambda m: f"{m['op']} has no TF Lite builtin (it needs TF Select ops)"),
     (re.compile(r"failed to legalize operation '(?P<op>[\w.]+)'"),
      lambda m: f"{m['op']} has no TF Lite equivalent"),
-    (re.compile(r"Quantization to (?P<bits>[\w]+?)(?:-bit)? not yet supported for op:?\s*'?(?P<op>\w*)'?"),
+    (re.compile(r"Quantization to (?P<bits>\w+?)(?:-bit)? not yet supported for op:?\s*"
+                r"'?(?P<op>\w*)'?"),
      lambda m: f"{m['bits']} quantization does not support {m['op'] or 'an op of this model'} yet"),
     (re.compile(r"Quantization not yet supported for op:?\s*'?(?P<op>\w*)'?"),
      lambda m: f"the quantizer does not support {m['op'] or 'an op of this model'} yet"),
@@ -170,18 +173,17 @@ def _without_locations(text: str) -> str:
 
 
 def _clean(line: str) -> str:
-    """One diagnostic line without what only locates it."""
-    previous = None
-    while previous != line:
-        previous = line
-        line = line.strip().lstrip(":").strip()
-        line = _EXCEPTION.sub("", line)
-        line = _LOCATION.sub("", line, count=1) if _LOCATION.match(line) else line
-        line = _SEVERITY.sub("", line)
-        line = _without_locations(line)
+    """One diagnostic line without what only locates it; the words before it (`no float32
+    file to start from: `) kept."""
+    line = _without_locations(line)
+    line = _LOCATION.sub("", line)
+    line = _EXCEPTION.sub("", line)
+    line = _SEVERITY.sub("", line)
     line = _INFERENCE.sub("", line)
     line = _SOURCE.sub(" ", line)
     line = re.sub(r"\s*Node number \d+ \(\w+\) failed to (?:prepare|invoke)\.?", "", line)
+    line = re.sub(r"(?:^|(?<=\s))\)+(?=:)", "", line)  # a location's extra closing brackets
+    line = re.sub(r"(?::\s*){2,}", ": ", line)  # the colons of the parts taken out
     return re.sub(r"\s+", " ", line).strip().strip(":").strip()
 
 
@@ -200,9 +202,14 @@ def plain_error(text: str | None, limit: int = MAX_CHARS) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     # MLIR puts the reason in the first `error:` diagnostic; the notes after it only locate it.
     diagnostics = [ln for ln in lines if _MLIR_ERROR.search(ln)]
-    first = _clean(diagnostics[0] if diagnostics else lines[0])
+    raw = diagnostics[0] if diagnostics else lines[0]
+    first = _clean(raw)
     for pattern, words in _RULES:
         match = pattern.search(first)
+        if match:
+            return _cut(first[: match.start()] + words(match), limit)
+    for pattern, words in _RULES:  # a location that never closes hid the message: look inside
+        match = pattern.search(raw)
         if match:
             return _cut(words(match), limit)
     for pattern, words in _TEXT_RULES:
@@ -211,9 +218,10 @@ def plain_error(text: str | None, limit: int = MAX_CHARS) -> str:
             return _cut(words(match), limit)
     if not first:
         # Only locations (or a location cut short): the first other line that says something.
-        rest = [c for c in (_clean(ln) for ln in lines[1:]) if c and not c.startswith("called from")]
-        named = _EXCEPTION.match(text)
-        first = rest[0] if rest else (f"{named.group(0).strip().rstrip(':')} (no message)"
+        rest = [c for c in (_clean(ln) for ln in lines[1:])
+                if c and not c.startswith("called from")]  # fmt: skip
+        named = re.match(r"(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception):", text)
+        first = rest[0] if rest else (f"{named.group(0).rstrip(':')} (no message)"
                                       if named and not text[named.end():].strip() else UNREADABLE)
     return _cut(first, limit)
 
@@ -242,11 +250,14 @@ def _model(row: VariantResult) -> str:
 
 
 def failure_reason(row: VariantResult, limit: int = MAX_CHARS) -> str:
-    """Why a failed row failed, on one line: a conversion (no file was made) names its scheme
-    and model, `int16x8 cannot convert this QAT model: <reason>`; a measurement of a file that
-    was made says what failed on it."""
+    """Why a failed row failed, on one line: a conversion that made no file names its scheme
+    and model, `int16x8 cannot convert this QAT model: <reason>`; a model that could not be
+    made (a transform that failed) names the model; a file that was made says what failed on it."""
     reason = plain_error(row.error, limit=limit)
-    if row.path is None and row.kind == "tflite":
-        scheme = row.scheme or row.variant
-        return _cut(f"{scheme} cannot convert {_model(row)}: {reason}", limit)
-    return reason
+    if row.path is not None:
+        return reason
+    # The converter ran and refused. (A model that could not be made fails its rows unconverted;
+    # the base model cannot fail so: without it the run stops.)
+    if row.kind == "tflite" and (row.convert_seconds is not None or row.source == "float"):
+        return _cut(f"{row.scheme or row.variant} cannot convert {_model(row)}: {reason}", limit)
+    return _cut(f"the {row.source or 'float'} model failed: {reason}", limit)

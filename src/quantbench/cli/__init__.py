@@ -19,6 +19,8 @@ from quantbench.core.errors import QuantbenchError
 from quantbench.cli import cache, export, files, measure, sweep  # noqa: E402,F401
 from quantbench.cli.app import _VERBOSE, cli  # noqa: E402,F401 - the group is the entry point
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
 
 # --- error boundary -----------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from quantbench.core.version import __version__
 from quantbench.targets import TARGETS
 
 _VERBOSE = {"on": False}
-_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def _runtimes(value: str | None) -> list[str] | None:

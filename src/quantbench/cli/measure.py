@@ -52,9 +52,9 @@ _TABLE_OPTIONS = (
     click.option("--wide", is_flag=True, help="Show every column of the results table (printed "
                  "at its own width, lines longer than the terminal)."),
     click.option("--columns", callback=_table_columns, metavar="A,B,...",
-                 help="The results table's columns, in the order given (variant comes first): " + ", ".join(TABLE_COLUMNS)
-                 + " (default: variant,size,accuracy,delta,latency,runs_on, fitted to the "
-                 "terminal)."),
+                 help="The results table's columns, in the order given (variant comes first): "
+                 + ", ".join(TABLE_COLUMNS) + " (default: variant,size,accuracy,delta,latency,"
+                 "runs_on, fitted to the terminal)."),
 )  # fmt: skip
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from quantbench.analysis.errors import plain_error
 from quantbench.analysis import recommend as recommend_mod
 from quantbench.core import atomic
 from quantbench.core.errors import ConfigError, QuantbenchError, displayable, machine_error
@@ -127,7 +128,7 @@ def choose(results: RunResults, variant: str | None,
         raise ExportError(f"{variant} is the Keras model the variants are compared with, not a "
                           "TF Lite file", tip=_alternatives(results))  # fmt: skip
     if row.status == "failed":
-        why = f": {row.error}" if row.error else ""
+        why = f": {plain_error(row.error)}" if row.error else ""
         raise ExportError(f"{variant} failed to convert{why}", tip=_alternatives(results))
     if row.status == "identical":
         raise ExportError(

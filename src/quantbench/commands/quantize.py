@@ -15,6 +15,14 @@ split's 45. With `--qat-epochs` the default is the validation split, since QAT t
 rest. `--eval-split all` scores every image (calibration images among them; calibration uses
 no labels, so this does not leak them).
 
+A float32 `.tflite` is taken too (`TfliteModel`): the file is the `float32` row and the
+reference the other rows are compared with (there is no Keras model, so no `keras_float`
+row); the schemes that start from a .tflite (AI Edge Quantizer's `aeq` recipes, all six by
+default) are made from it and every measurement runs as for a Keras model. The input size
+comes from the file's input tensor (or --image-size when it has none), the scaling from
+--scaling. What needs a Keras model (the converter's schemes, QAT and the other transforms)
+is listed once as not applicable. A .tflite that is already quantized is refused.
+
 The Python API (`quantbench.quantize(model, data=..., ...)`, api.py) calls it.
 """
 
@@ -206,6 +214,190 @@ def preflight(cfg: RunConfig, model=None, size_given: bool = False):
     return loaded, io, order, trainable
 
 
+# --- a float .tflite -----------------------------------------------------------------------
+
+
+def is_tflite(path: str | Path | None) -> bool:
+    return path is not None and not Path(path).is_dir() and Path(path).suffix.lower() == ".tflite"
+
+
+def inspect_tflite(path: Path):
+    """A float32 image classifier .tflite: (batch, H, W, 3) float32 in, (batch, classes) out,
+    not quantized (AEQ would keep the quantized parts): its ModelIO (H, W None when the file
+    takes any size), or a ModelError."""
+    from quantbench.ml.loader import ModelIO
+    from quantbench.techniques import aeq
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"model not found: {path}", tip="pass a float32 .tflite file")
+    aeq.refuse_quantized(path)  # an already quantized (or float16) file: one clear error
+    from quantbench.measure.litert import open_interpreter
+
+    try:
+        interpreter = open_interpreter(path, threads=1, xnnpack=False)
+    except (RuntimeError, ValueError) as e:
+        raise ModelError(f"LiteRT cannot load {path.name}: {first_line(e)}",
+                         tip="pass a .tflite written by the TF Lite converter") from None  # fmt: skip
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(f"{path.name} has {len(inputs)} inputs and {len(outputs)} outputs; an "
+                         f"image classifier has one of each", tip="pass a model with one input")  # fmt: skip
+    signature = tuple(int(d) for d in inputs[0].get("shape_signature", inputs[0]["shape"]))
+    if len(signature) != 4 or signature[-1] != 3 or np.dtype(inputs[0]["dtype"]) != np.float32:
+        raise ModelError(
+            f"not an image classifier input: quantbench needs (batch, height, width, 3) float32 "
+            f"images, {path.name} takes {np.dtype(inputs[0]['dtype']).name} {list(signature)}",
+            tip="pass a channels-last float32 .tflite of an image classifier")  # fmt: skip
+    out_shape = tuple(int(d) for d in outputs[0]["shape"])
+    if len(out_shape) != 2 or out_shape[-1] < 2:
+        raise ModelError(f"not a classifier output: quantbench needs (batch, classes) scores, "
+                         f"{path.name} returns shape {list(out_shape)}",
+                         tip="end the model with a Dense(num_classes) layer")  # fmt: skip
+    height, width = (None if d < 0 else d for d in signature[1:3])
+    return ModelIO(height, width, 3, out_shape[-1])
+
+
+class TfliteModel(BaseSource):
+    """`quantize`'s base for a float32 .tflite: the file is the float32 row (supplied, not
+    converted) and the reference; only schemes that start from a .tflite apply to it."""
+
+    label = "your .tflite"
+    cacheable = False  # it is a file already; its key is its content
+    trains = False
+
+    def __init__(self, path: Path):
+        self.path = Path(path).expanduser().resolve()
+        self.not_applicable: list[str] = []
+        self._key: str | None = None
+
+    def key_params(self, repeat: int) -> dict[str, Any]:
+        if self._key is None:
+            import hashlib
+
+            self._key = hashlib.sha256(self.path.read_bytes()).hexdigest()[:32]
+        return {"kind": "tflite", "model": self._key}
+
+    def produce(self, ctx, repeat: int):
+        raise ModelError(f"{self.path.name} is a .tflite: there is no Keras model to load")
+
+    def supplied_file(self, scheme, repeat: int) -> Path | None:
+        from quantbench.techniques.schemes import FLOAT_SCHEME, SCHEMES
+
+        return self.path if scheme == SCHEMES.spec(FLOAT_SCHEME) else None
+
+    def variants(self, specs: list) -> list:
+        """The float32 row first (the file), then the schemes made from a .tflite; what needs
+        a Keras model is left out and named in `not_applicable` (the Keras reference row
+        aside: there is no Keras model, and the float32 row is the reference)."""
+        from quantbench.core.specs import VariantSpec
+        from quantbench.techniques.schemes import FLOAT_SCHEME, SCHEMES
+
+        kept = [VariantSpec(scheme=SCHEMES.spec(FLOAT_SCHEME), repeat=0)]
+        dropped: list[str] = []
+        for spec in specs:
+            if spec in kept or (spec.scheme is None and not spec.transforms):
+                continue
+            if spec.transforms:
+                dropped += [t.text() for t in spec.transforms]
+            elif SCHEMES.get(spec.scheme.name).source == "tflite":
+                kept.append(spec)
+            else:
+                dropped.append(spec.scheme.text())
+        self.not_applicable = list(dict.fromkeys(dropped))
+        return kept
+
+
+class _LiteRTModel:
+    """A .tflite seen as a Keras model's `predict_on_batch` (for --check)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        from quantbench.measure.evaluate import predict_tflite
+
+        return predict_tflite(self.path, np.asarray(x, np.float32), threads=1, batch_size=len(x))
+
+
+def tflite_defaults(cfg: RunConfig) -> None:
+    """No scheme named: the float32 file and every scheme made from a .tflite, each with the
+    variants its registry entry lists (AEQ: its six named recipes)."""
+    from quantbench.techniques.schemes import FLOAT_SCHEME, SCHEMES
+
+    if cfg.convert.schemes is None:
+        cfg.convert.schemes = [SCHEMES.spec(FLOAT_SCHEME)] + [
+            spec for entry in SCHEMES if entry.source == "tflite" for spec in entry.default_specs()]
+
+
+def run_quantize_tflite(cfg: RunConfig, size_given: bool = False, *,
+                        resume_dir: Path | None = None, use_cache: bool = True, resources=None,
+                        emit=silent):  # fmt: skip
+    """`quantize` for a float32 .tflite: returns (RunResults, run directory)."""
+    from quantbench.commands import run as runner
+    from quantbench.engine.context import Resources
+    from quantbench.ml import loader
+    from quantbench.ml.data import load_dataset
+
+    resources = resources or Resources.detect()
+    path = Path(cfg.quantize.model).expanduser()
+    io = inspect_tflite(path)
+    cfg.data.image_size = loader.resolve_image_size(io, cfg.data.image_size if size_given else None)
+    order = class_order(cfg, io.num_classes)
+    tflite_defaults(cfg)
+    source = TfliteModel(path)
+    emit("step", f"model {path}: float32 .tflite, {cfg.data.image_size} px input, "
+                 f"{io.num_classes} classes; preprocessing {cfg.data.scaling}, {cfg.data.channel_order}")
+    emit("step", "reading images")
+    dataset = reorder_classes(load_dataset(cfg.data, emit, readers=2 * resources.cores), order)
+    check = None
+    if cfg.quantize.check:
+        emit("step", "checking the preprocessing (8 combinations)")
+        check = run_check(cfg, _LiteRTModel(source.path), dataset)
+        for warning in check.warnings:
+            emit("warn", warning)
+    dataset = _eval_split(cfg, dataset)
+    emit("info", f"scoring {len(dataset.val_labels)} photos: {dataset.summary.eval_split}")
+
+    def describe(ctx, results) -> None:
+        results.extras["quantize"] = {
+            "model": str(source.path), "format": "tflite", "keras_version": None,
+            "image_size": cfg.data.image_size, "num_classes": io.num_classes,
+            "eval_split": cfg.quantize.eval_split,
+            "classes_from": str(cfg.data.labels_file) if cfg.data.labels_file else "folders",
+        }  # fmt: skip
+        if source.not_applicable:
+            why = "they need a Keras model; a .tflite takes only the schemes made from a .tflite"
+            results.extras["quantize"].update(not_applicable=source.not_applicable,
+                                              not_applicable_reason=why)  # fmt: skip
+            emit("warn", f"not applicable to a .tflite ({why}): {', '.join(source.not_applicable)}")
+        if check is not None:
+            results.extras["check"] = check.to_dict()
+
+    def require_the_file(ctx, results) -> None:
+        from quantbench.techniques.schemes import FLOAT_SCHEME
+
+        row = results.variant(FLOAT_SCHEME, 0)
+        if row is not None and row.status == "failed":
+            raise ModelError(f"LiteRT cannot run {path.name}: {row.error}",
+                             tip="check that the file runs in LiteRT (ai_edge_litert.interpreter)")  # fmt: skip
+
+    return runner.orchestrate(
+        cfg, "quantize", source, dataset=dataset, resume_dir=resume_dir, use_cache=use_cache,
+        resources=resources, emit=emit, before=describe, after=require_the_file,
+    )  # fmt: skip
+
+
+def _eval_split(cfg: RunConfig, dataset):
+    if cfg.quantize.eval_split == "all":
+        return evaluate_on_all(dataset)
+    if cfg.quantize.eval_split == "rest":
+        from quantbench.ml.data import calibration_split
+
+        return calibration_split(dataset, cfg.convert.calibration_images, cfg.data.split_seed)
+    return dataset
+
+
 class UserModel(BaseSource):
     """`quantize`'s base model: the user's own, scored and converted as it is."""
 
@@ -254,6 +446,9 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
     from quantbench.ml.data import load_dataset
     from quantbench.engine.context import Resources
 
+    if model is None and is_tflite(cfg.quantize.model):
+        return run_quantize_tflite(cfg, size_given, resume_dir=resume_dir, use_cache=use_cache,
+                                   resources=resources, emit=emit)  # fmt: skip
     resources = resources or Resources.detect()
 
     loaded, io, order, trainable = preflight(cfg, model, size_given)
@@ -268,12 +463,7 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
         check = run_check(cfg, loaded.model, dataset)
         for warning in check.warnings:
             emit("warn", warning)
-    if cfg.quantize.eval_split == "all":
-        dataset = evaluate_on_all(dataset)
-    elif cfg.quantize.eval_split == "rest":
-        from quantbench.ml.data import calibration_split
-
-        dataset = calibration_split(dataset, cfg.convert.calibration_images, cfg.data.split_seed)
+    dataset = _eval_split(cfg, dataset)
     emit("info", f"scoring {len(dataset.val_labels)} photos: {dataset.summary.eval_split}")
 
     def describe(ctx, results) -> None:

@@ -74,7 +74,8 @@ def orchestrate(
             reading = time.perf_counter()
             dataset = load_dataset(cfg.data, emit, readers=2 * resources.cores)
             _charge(results, "reading images", time.perf_counter() - reading)
-        specs = plan(cfg, repeats=len(cfg.training_seeds()) if base.trains else 1)
+        # What the base can make: a .tflite source has no Keras model (BaseSource.variants).
+        specs = base.variants(plan(cfg, repeats=len(cfg.training_seeds()) if base.trains else 1))
         if base.trains:  # a model trained elsewhere (quantize) was never trained on these
             dataset = hold_out(dataset, cfg, specs)
         results.data = dataset.summary
@@ -92,6 +93,7 @@ def orchestrate(
         if after is not None:
             after(ctx, results)
         derive(results, cfg, command)
+        ctx.close()  # inside: a stop signal while the workers end still finishes the run
     except BaseException as e:
         if ctx is not None:
             ctx.close()
@@ -101,10 +103,13 @@ def orchestrate(
         finish(results, run_dir, started, "interrupted" if interrupted else "failed")
         write_report(results, run_dir, emit)  # what was measured stays viewable
         raise
-    ctx.close()
     finish(results, run_dir, started, "complete")
     reporting = time.perf_counter()
-    write_report(results, run_dir, emit)
+    try:
+        write_report(results, run_dir, emit)
+    except KeyboardInterrupt:  # stopped while writing it: once more, whole (a second signal is ignored)
+        write_report(results, run_dir, emit)
+        raise
     seconds = time.perf_counter() - reporting
     _charge(results, "report", seconds)
     results.total_seconds = (results.total_seconds or 0.0) + seconds

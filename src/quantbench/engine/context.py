@@ -85,6 +85,18 @@ class BaseSource:
     def describe_reference(self, row: VariantResult) -> None:
         """Fill in what only the source knows (the user's file size)."""
 
+    def variants(self, specs: list[Any]) -> list[Any]:
+        """The variants of the plan this source can make, in plan order (a .tflite has no
+        Keras model: no reference row, no transform, only schemes made from a .tflite). A plan
+        without the reference row takes the row of the file the source supplies as its
+        reference (agreement, paired differences)."""
+        return specs
+
+    def supplied_file(self, scheme: Any, repeat: int) -> Path | None:
+        """The .tflite this source already is for `scheme` (a TechniqueSpec) of its base model,
+        taken instead of converting (a .tflite source: its float32 file); None: converted."""
+        return None
+
 
 @dataclass
 class Context:
@@ -102,6 +114,9 @@ class Context:
     calibration_key: str = ""
     latency_key: str = ""
     reference_predictions: dict[int, np.ndarray] = field(default_factory=dict)  # by repeat
+    # The row those predictions are from, when not the Keras model's (a .tflite source: its
+    # own float32 file's row); paired differences name it.
+    reference_name: str | None = None
     # Worker processes and other resources stages open on first use, closed with the run
     # (by name: the accuracy stage's evaluation worker, the targets stage's TFLM worker).
     services: dict[str, Any] = field(default_factory=dict)

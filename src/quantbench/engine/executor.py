@@ -225,6 +225,14 @@ class Executor:
                 self._add(self._reference_row(spec, lazy))
             elif spec.scheme is None:
                 self._restore_reference(spec, lazy)
+        # No reference row in the plan (a .tflite source has no Keras model): the row of the
+        # file the source supplies is the reference, measured first.
+        by_file = not any(s.scheme is None for s in mine)
+        if by_file:
+            for spec in mine:
+                row = self.done(spec)
+                if row is not None and self._supplied(spec) is not None:
+                    self._reference_from_file(row)
         todo = [s for s in mine if s.scheme is not None and self.done(s) is None]
         if todo:
             self._search(lazy, todo)
@@ -233,6 +241,8 @@ class Executor:
                 row = self._measure(spec, files[spec])
                 for name, value in self.row_fields.get(spec.id, {}).items():
                     setattr(row, name, value)
+                if by_file and files[spec].supplied and row.ok:
+                    self._reference_from_file(row)
                 self._add(row)
 
     def _finish(self) -> None:
@@ -284,6 +294,28 @@ class Executor:
         predictions = self._reference(spec, lazy).product["predictions"]
         self.ctx.reference_predictions[spec.repeat] = np.asarray(predictions)
 
+    def _reference_from_file(self, row: VariantResult) -> None:
+        """The source's own file is the reference (its row measured, or kept by a resume):
+        later rows' agreement and paired differences are against its predictions."""
+        from quantbench.core.results import decode_classes
+        from quantbench.measure.evaluate import score
+
+        ctx = self.ctx
+        if row.predictions is None or row.repeat in ctx.reference_predictions:
+            return
+        predictions = decode_classes(row.predictions)
+        ctx.reference_predictions[row.repeat] = predictions
+        ctx.reference_name = row.variant
+        if row.agreement is None:  # its own agreement: 1, as the Keras reference row's
+            set_scores(row, score(predictions, ctx.dataset.val_labels, ctx.dataset.classes,
+                                  predictions, row.variant))  # fmt: skip
+
+    def _supplied(self, spec: VariantSpec) -> Path | None:
+        """The file the base source supplies for this variant (instead of converting it)."""
+        if spec.transforms or spec.scheme is None:
+            return None
+        return self.base.supplied_file(self.resolved.get(spec.id, spec.scheme), spec.repeat)
+
     # --- searches and conversions ---------------------------------------------------------------
 
     def _search(self, lazy: LazyModel, todo: list[VariantSpec]) -> None:
@@ -307,28 +339,73 @@ class Executor:
         folder = self.ctx.run_dir if spec.repeat == 0 else self.ctx.run_dir / f"repeat-{spec.repeat}"
         return folder / file_name(spec)
 
+    def _convert_job(self, spec: VariantSpec, lazy: LazyModel) -> ConvertJob:
+        job = ConvertJob(self.ctx, spec, self.resolved.get(spec.id, spec.scheme), lazy, self._out_path(spec))
+        supplied = self._supplied(spec)
+        if supplied is not None:  # the source is that file already: stored, not converted
+            job.prebuilt = (supplied, 0.0)
+        return job
+
+    def _from_file(self, spec: VariantSpec) -> VariantSpec | None:
+        """The variant whose file this one is made from (its entry's source is "tflite": the
+        same model's conversion by `source_scheme`), or None: made from the model."""
+        entry = SCHEMES.get(spec.scheme.name)
+        if entry.source != "tflite":
+            return None
+        scheme = entry.source_scheme(SCHEMES.params_of(spec.scheme))
+        return VariantSpec(transforms=spec.transforms, scheme=scheme, repeat=spec.repeat)
+
     def _convert(self, model_spec: ModelSpec, lazy: LazyModel,
                  todo: list[VariantSpec]) -> dict[VariantSpec, FileOutcome]:  # fmt: skip
         """Every conversion of one model, from the store or converted, each linked into the run
-        directory and compared with the model's other files."""
+        directory and compared with the model's other files. Schemes made from a .tflite come
+        after the others, from the file they start from (produced for them, without a row,
+        when the plan does not convert it now), and are keyed on that file."""
         ctx = self.ctx
-        jobs = [ConvertJob(ctx, spec, self.resolved.get(spec.id, spec.scheme), lazy, self._out_path(spec))
-                for spec in todo]  # fmt: skip
-        jobs[0].out_path.parent.mkdir(parents=True, exist_ok=True)
-        keys = [self.key(CONVERT, job) for job in jobs]
-        reused = sum(ctx.store.get(key, verify=False) is not None for key in keys)
+        jobs = {spec: self._convert_job(spec, lazy) for spec in todo}
+        sources = {spec: src for spec in todo if (src := self._from_file(spec)) is not None}
+        for source in sources.values():
+            if source not in jobs:
+                jobs[source] = self._convert_job(source, lazy)
+        first = [s for s in jobs if s not in sources]  # from the model (or supplied)
+        keys = {s: self.key(CONVERT, jobs[s]) for s in first}
+        for spec, source in sources.items():
+            jobs[spec].source_file = (keys[source], None)  # the path once it is produced
+            keys[spec] = self.key(CONVERT, jobs[spec])
+        jobs[todo[0]].out_path.parent.mkdir(parents=True, exist_ok=True)
+        reused = sum(ctx.store.get(keys[s], verify=False) is not None for s in todo)
         ctx.emit("step", f"converting the {model_spec.name} model: "
                  + ", ".join(s.scheme.text() for s in todo) + (f" ({reused} cached)" if reused else ""))  # fmt: skip
+        produced = dict(zip(first, self.produce_many(CONVERT, [jobs[s] for s in first],
+                                                     [keys[s] for s in first]))) if first else {}  # fmt: skip
         files: dict[VariantSpec, FileOutcome] = {}
-        for job, produced in zip(jobs, self.produce_many(CONVERT, jobs, keys)):
-            converted: Converted = produced.product
-            outcome = FileOutcome(produced.key, None, converted.seconds, converted.error,
-                                  reused=produced.reused)  # fmt: skip
-            if not converted.error and produced.entry is not None:
+        ready = []
+        for spec, source in sources.items():
+            made = produced[source]
+            if made.product.error or made.entry is None:
+                why = made.product.error or "its file was not kept"
+                files[spec] = FileOutcome(keys[spec], None, None, f"no {source.name} file to "
+                                          f"start from: {why}")  # fmt: skip
+                ctx.emit("warn", f"{spec.name}: no {source.name} file to start from")
+                continue
+            jobs[spec].source_file = (made.key, made.entry.path("model.tflite"))
+            ready.append(spec)
+        if ready:
+            produced.update(zip(ready, self.produce_many(CONVERT, [jobs[s] for s in ready],
+                                                         [keys[s] for s in ready])))  # fmt: skip
+        for spec in todo:
+            if spec in files:
+                continue
+            job, made = jobs[spec], produced[spec]
+            converted: Converted = made.product
+            outcome = FileOutcome(made.key, None, converted.seconds, converted.error,
+                                  reused=made.reused, notes=converted.notes,
+                                  supplied=self._supplied(spec) is not None)  # fmt: skip
+            if not converted.error and made.entry is not None:
                 if not job.out_path.exists():
-                    produced.entry.link_or_copy("model.tflite", job.out_path)
+                    made.entry.link_or_copy("model.tflite", job.out_path)
                 outcome.path = job.out_path
-            files[job.spec] = outcome
+            files[spec] = outcome
         # The same model twice (float16 asked of a QAT model is DEFAULT's int8 model): measured once.
         from quantbench.techniques.converter import same_model
 
@@ -369,6 +446,7 @@ class Executor:
         row.path = str(file.path.relative_to(ctx.run_dir))
         row.size_bytes = file.path.stat().st_size
         file_contents(row, file.path)
+        row.notes += file.notes  # what the conversion read back from the file it wrote
         twin = self.done(file.identical_to) if file.identical_to is not None else None
         if twin is not None and twin.status == "ok":
             measured = {k: getattr(twin.model_copy(deep=True), k)
@@ -386,8 +464,9 @@ class Executor:
                     if produced.reused:
                         row.reused.append(stage.reuse_label)
         except QuantbenchError as e:  # LiteRT refused, crashed or hung: this row says why
-            row.status, row.error = "failed", e.message
-            ctx.emit("warn", f"{row.variant}: {e.message}")
+            why = explain.load_failure(file.path, e.message)  # what in the file LiteRT refused
+            row.status, row.error = "failed", f"{why} (LiteRT: {e.message})" if why else e.message
+            ctx.emit("warn", f"{row.variant}: {row.error}")
             return row
         row.notes += explain.explain(file.path, row.latency, float32_latency(self.results, spec.repeat))
         dense = (self.results.variant(VariantSpec(scheme=spec.scheme, repeat=spec.repeat).name, spec.repeat)
@@ -403,10 +482,13 @@ class FileOutcome:
     """A variant's converted file as the measurements see it."""
 
     def __init__(self, key: str, path: Path | None, seconds: float | None, error: str | None = None,
-                 identical_to: VariantSpec | None = None, reused: bool = False):  # fmt: skip
+                 identical_to: VariantSpec | None = None, reused: bool = False,
+                 notes: list[str] | None = None, supplied: bool = False):  # fmt: skip
         self.key, self.path, self.seconds, self.error = key, path, seconds, error
         self.identical_to = identical_to  # an earlier variant of the same model, same bytes
         self.reused = reused
+        self.notes = list(notes or [])  # what the conversion found in the file it wrote
+        self.supplied = supplied  # the base source's own file (not converted here)
 
 
 def file_name(spec: VariantSpec) -> str:
@@ -418,7 +500,7 @@ def new_row(spec: VariantSpec) -> VariantResult:
     return VariantResult(
         id=spec.id, spec=spec, variant=spec.name, source=spec.source, repeat=spec.repeat,
         scheme=spec.scheme.name if spec.scheme else None,
-        policy=entry.policy if entry else "Keras (reference)",
+        policy=entry.policy_of(SCHEMES.params_of(spec.scheme)) if entry else "Keras (reference)",
         kind="tflite" if entry else "keras",
     )  # fmt: skip
 

@@ -8,6 +8,13 @@ replaced (every tensor a partition consumes but does not produce is one of its i
 Operand types then say which kernels an op gets: float activations with int8 weights are
 hybrid (dynamic-range) kernels, int16 activations are int16x8 kernels, and a QUANTIZE feeding
 a DEQUANTIZE is a fake-quant round trip left by converting a QAT model without optimization.
+
+The interpreter reports int4 tensors as int8, so weight types (and their quantization scales)
+are read from the flatbuffer itself (`file_weights`): int4 weights used directly by an op
+(AEQ's dynamic int4) or expanded by a DEQUANTIZE at run time (its weight-only int4), and which
+of those ops XNNPACK took (measured with LiteRT 2.3: FULLY_CONNECTED only; int4 CONV_2D and
+every int4 DEQUANTIZE run on the builtin kernels). A zero scale, which XNNPACK refuses at load,
+is named by `load_failure`.
 """
 
 from __future__ import annotations
@@ -54,6 +61,122 @@ class Op:
     @property
     def int16(self) -> bool:
         return "int16" in self.output_types and self.name not in ("QUANTIZE", "DEQUANTIZE")
+
+
+# Ops whose input 1 is a weight (the ones AEQ and the converter quantize).
+WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL",
+                        "EMBEDDING_LOOKUP", "TRANSPOSE_CONV"})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FileOp:
+    """One operator of the file's main subgraph as stored: its weight's type, read from the
+    flatbuffer (int4 included), and that weight's zero quantization scales."""
+
+    name: str
+    weight: str | None = None  # int4, int8, float16, float32; None: no weight
+    via_dequantize: bool = False  # the weight reaches the op through a DEQUANTIZE
+    weight_tensor: str = ""
+    zero_scales: int = 0
+    blockwise: int | None = None  # the block size of blockwise scales
+    dequantizes: str | None = None  # a DEQUANTIZE of a constant: the constant's type
+
+
+def _scales(data: bytes, root: Any, sub: Any, q: Any, fb: Any) -> tuple[np.ndarray | None, int | None]:
+    """A quantized tensor's scales (the float16 scales tensor of blockwise quantization too)
+    and the block size (None: per tensor or per channel)."""
+    if q is None:
+        return None, None
+    if q.DetailsType() == fb.QuantizationDetails.BlockwiseQuantization:
+        table = q.Details()
+        details = fb.BlockwiseQuantization()
+        details.Init(table.Bytes, table.Pos)
+        scales = sub.Tensors(details.Scales())
+        dtype = np.float16 if scales.Type() == fb.TensorType.FLOAT16 else np.float32
+        return np.frombuffer(_constant_bytes(data, root, scales), dtype=dtype), int(details.BlockSize())
+    return (q.ScaleAsNumpy() if q.ScaleLength() else None), None
+
+
+def _constant_bytes(data: bytes, root: Any, tensor: Any) -> bytes:
+    if tensor.Buffer() <= 0 or tensor.Buffer() >= root.BuffersLength():
+        return b""
+    buffer = root.Buffers(tensor.Buffer())
+    if buffer.DataLength() > 0:
+        return buffer.DataAsNumpy().tobytes()
+    if buffer.Offset() > 1:  # large models keep the data after the flatbuffer
+        return bytes(data[buffer.Offset(): buffer.Offset() + buffer.Size()])
+    return b""
+
+
+def file_weights(model_path: str | Path) -> list[FileOp]:
+    """Per operator of the file's main subgraph, in order: its weight as stored (followed back
+    through a DEQUANTIZE), read with LiteRT's flatbuffer schema (no interpreter)."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    data = Path(model_path).read_bytes()
+    root = fb.Model.GetRootAs(data, 0)
+    op_names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k.lower() for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
+    codes = []
+    for i in range(root.OperatorCodesLength()):
+        code = root.OperatorCodes(i)
+        codes.append(op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?"))
+    sub = root.Subgraphs(0)
+    operators = [sub.Operators(k) for k in range(sub.OperatorsLength())]
+
+    def inputs(o: Any) -> list[int]:
+        return [int(i) for i in o.InputsAsNumpy()] if o.InputsLength() else []
+
+    def constant(index: int) -> bool:
+        return index >= 0 and bool(_constant_bytes(data, root, sub.Tensors(index)))
+
+    producer = {int(t): k for k, o in enumerate(operators)
+                for t in (o.OutputsAsNumpy() if o.OutputsLength() else [])}  # fmt: skip
+    ops = []
+    for o in operators:
+        name, ins = codes[o.OpcodeIndex()], inputs(o)
+        if name == "DEQUANTIZE" and ins and constant(ins[0]):
+            ops.append(FileOp(name, dequantizes=types.get(sub.Tensors(ins[0]).Type(), "?")))
+            continue
+        if name not in WEIGHT_OPS or len(ins) < 2 or ins[1] < 0:
+            ops.append(FileOp(name))
+            continue
+        weight, via = ins[1], False
+        source = producer.get(weight)
+        if source is not None and codes[operators[source].OpcodeIndex()] == "DEQUANTIZE":
+            first = inputs(operators[source])[:1]
+            if first and constant(first[0]):
+                weight, via = first[0], True
+        if not constant(weight):
+            ops.append(FileOp(name))
+            continue
+        tensor = sub.Tensors(weight)
+        scales, block = _scales(data, root, sub, tensor.Quantization(), fb)
+        ops.append(FileOp(name, types.get(tensor.Type(), "?"), via,
+                          (tensor.Name() or b"").decode("utf-8", "replace"),
+                          int((scales == 0).sum()) if scales is not None else 0, block))  # fmt: skip
+    return ops
+
+
+def load_failure(model_path: str | Path, message: str) -> str | None:
+    """Why LiteRT refused this file, when the file itself says so (else None): weights with a
+    zero quantization scale, which XNNPACK refuses ('unsupported scale value (0.000000)')."""
+    if "scale" not in message:
+        return None
+    try:
+        ops = file_weights(model_path)
+    except Exception:  # noqa: BLE001 - not a flatbuffer we can read: nothing to add
+        return None
+    bad = [op for op in ops if op.zero_scales]
+    if not bad:
+        return None
+    first = bad[0]
+    kind = f"blockwise ({first.blockwise})" if first.blockwise else "per-channel"
+    return (f"{sum(op.zero_scales for op in bad)} zero quantization scale(s) in {len(bad)} weight "
+            f"tensor(s) (first: {first.weight_tensor!r} of a {first.name}, {first.weight} "
+            f"{kind}), which XNNPACK refuses to load: each marks a block or channel whose weights "
+            f"are all zero (or, in float16 blockwise scales, below ~4e-7); quantize it "
+            f"channelwise, or keep that layer out of the blockwise scope")  # fmt: skip
 
 
 def _dtype_name(wrapper: Any, tensor: int) -> str:
@@ -140,7 +263,9 @@ def op_summary(model_path: str | Path) -> dict[str, Any]:
     interpreter.allocate_tensors()
     ops, partitions = analyze(interpreter)
     pairs, weight_pairs, weight_users = _fake_quant(ops)
+    int4 = _int4(model_path, ops)
     return {
+        **int4,
         "total_ops": len(ops),
         "ops": dict(Counter(op.name for op in ops)),
         "delegated_ops": sum(op.delegated for op in ops),
@@ -160,6 +285,72 @@ def op_summary(model_path: str | Path) -> dict[str, Any]:
         "input_dtype": np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
         "output_dtype": np.dtype(interpreter.get_output_details()[0]["dtype"]).name,
     }
+
+
+def _int4(model_path: str | Path, ops: list[Op]) -> dict[str, Any]:
+    """Where the file's int4 weights run: ops using them directly (delegated or not),
+    DEQUANTIZE ops expanding them (delegated or not) and the undelegated ops those feed, and
+    the weight types of the hybrid ops (the interpreter calls int4 int8)."""
+    try:
+        stored = file_weights(model_path)
+    except Exception:  # noqa: BLE001 - a layout we cannot read: no int4 figures
+        stored = []
+    # Interpreter nodes 0..n-1 are the file's operators in order (delegate nodes come after).
+    if [op.name for op in ops] != [f.name for f in stored[: len(ops)]] or len(stored) != len(ops):
+        stored = []
+    consumers: dict[int, list[Op]] = {}
+    for op in ops:
+        for t in op.inputs:
+            consumers.setdefault(t, []).append(op)
+    direct = [(op, f) for op, f in zip(ops, stored) if f.weight == "int4" and not f.via_dequantize]
+    dequantize = [op for op, f in zip(ops, stored) if f.dequantizes == "int4"]
+    fed = Counter(c.name for dq in dequantize for t in dq.outputs for c in consumers.get(t, [])
+                  if not c.delegated)  # fmt: skip
+    return {
+        "int4_weights": dict(Counter(op.name for op, _ in direct)),
+        "int4_delegated": dict(Counter(op.name for op, _ in direct if op.delegated)),
+        "int4_not_delegated": dict(Counter(op.name for op, _ in direct if not op.delegated)),
+        "int4_dequantize": len(dequantize),
+        "int4_dequantize_delegated": sum(op.delegated for op in dequantize),
+        "int4_dequantize_feeds": dict(fed),
+        "hybrid_weight_types": sorted({f.weight for op, f in zip(ops, stored) if op.hybrid and f.weight}),
+        "zero_scales": sum(f.zero_scales for f in stored),
+    }
+
+
+def _int4_notes(s: dict[str, Any]) -> list[str]:
+    notes = []
+    if s.get("int4_weights"):
+        n = sum(s["int4_weights"].values())
+        on, off = s["int4_delegated"], s["int4_not_delegated"]
+        text = f"int4 weights: {n} ops ({_counts(s['int4_weights'])}) compute with int4 weights; "
+        if not off:
+            text += "XNNPACK runs all of them"
+        elif not on:
+            text += "all run on LiteRT's builtin kernels (XNNPACK has no int4 kernel for them)"
+        else:
+            text += (f"XNNPACK runs {sum(on.values())} ({_counts(on)}) and LiteRT's builtin "
+                     f"kernels the other {sum(off.values())} ({_counts(off)}), which XNNPACK has "
+                     f"no int4 kernel for")  # fmt: skip
+        notes.append(text)
+    count, taken = s.get("int4_dequantize", 0), s.get("int4_dequantize_delegated", 0)
+    if count:
+        if taken < count:
+            feeds = s["int4_dequantize_feeds"]
+            text = (f"int4 weights: {count - taken} DEQUANTIZE ops expand int4 weights to float32 "
+                    f"on every invoke on LiteRT's builtin kernels (XNNPACK takes the DEQUANTIZE of "
+                    f"int8 and float16 weights at load time, not of int4)")  # fmt: skip
+            if feeds:
+                text += (f", so the {_counts(feeds)} they feed get run-time weights and run "
+                         f"outside XNNPACK too")  # fmt: skip
+            notes.append(text)
+        else:
+            notes.append(f"int4 weights: {count} DEQUANTIZE ops expand int4 weights, taken by "
+                         f"XNNPACK at load time")  # fmt: skip
+    if s.get("zero_scales"):
+        notes.append(f"{s['zero_scales']} weight quantization scale(s) are zero: those blocks or "
+                     f"channels compute zeros, and XNNPACK refuses such weights")  # fmt: skip
+    return notes
 
 
 def _counts(counter: dict[str, int], limit: int = 4) -> str:
@@ -308,8 +499,9 @@ def explain(
         left = sum(s["hybrid_not_delegated"].values())
         tail = (f"; {left} of them ({_counts(s['hybrid_not_delegated'])}) are not delegated"
                 if left else "")  # fmt: skip
-        notes.append(f"dynamic range: {n} hybrid ops ({_counts(s['hybrid'])}) take int8 weights "
-                     f"and quantize their float activations on every invoke{tail}")  # fmt: skip
+        weights = " or ".join(s.get("hybrid_weight_types") or ["int8"])
+        notes.append(f"dynamic range: {n} hybrid ops ({_counts(s['hybrid'])}) take {weights} "
+                     f"weights and quantize their float activations on every invoke{tail}")  # fmt: skip
     if s["int16"]:
         n = sum(s["int16"].values())
         notes.append(f"int16x8: {n} ops ({_counts(s['int16'])}) have int16 activations, which "
@@ -327,6 +519,7 @@ def explain(
     if s["float16_weights"] and not s["hybrid"] and not s["int16"]:
         notes.append(f"float16 weights: {s['float16_weights']} DEQUANTIZE ops expand them to "
                      f"float32 at load time, so it computes in float32 (half the file, same math)")  # fmt: skip
+    notes += _int4_notes(s)
     notes += _latency_notes(list(latency or []), reference_latency_ms, 0 < delegated < total)
     return notes
 
@@ -346,7 +539,9 @@ def storage_notes(weights: Any, latency_ms: float | None, dense_name: str | None
     what = []
     if weights.sparsity >= SPARSE_NOTE_FROM:
         what.append(f"{weights.sparsity:.0%} of its weights are zero")
-    if 1 < weights.max_unique_per_channel <= FEW_VALUES_UP_TO:
+    # int4 weights hold at most 16 values by construction: no sign of clustering then.
+    int4 = any(t.dtype == "int4" for t in weights.tensors)
+    if not int4 and 1 < weights.max_unique_per_channel <= FEW_VALUES_UP_TO:
         what.append(f"its weights take at most {weights.max_unique_per_channel} values per channel")
     if not what:
         return []

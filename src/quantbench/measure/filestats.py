@@ -11,8 +11,9 @@ for repeats; the zeros and shared values are found at either level).
 
 Weight tensors: the filter input of every CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED (the
 kernels pruning and clustering act on; biases are left out), followed back through a
-DEQUANTIZE when a float16 file stores it in half precision. Values are the stored ones: int8
-codes in int8 files (so distinct values are after int8 rounding), float32 in float32 files.
+DEQUANTIZE when a float16 file stores it in half precision (or a weight-only int4/int8 file in
+integers). Values are the stored ones: int8 codes in int8 files, int4 codes (-8..7) in int4
+ones (so distinct values are after int8 rounding), float32 in float32 files.
 Distinct values are also counted per output channel (axis 0 of conv and fully-connected
 filters, axis 3 of depthwise ones), because the converter folds each batch norm's per-channel
 scale into the preceding convolution: a kernel clustered to k values holds up to k values
@@ -36,11 +37,27 @@ def gzip_size(path: str | Path, level: int = GZIP_LEVEL) -> int:
     return len(gzip.compress(Path(path).read_bytes(), compresslevel=level, mtime=0))
 
 
-def _dtype(tensor_type: int):
+def _type_name(tensor_type: int) -> str:
     from tensorflow.lite.python import schema_py_generated as schema
 
     names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    return np.dtype(names[tensor_type].lower().replace("bool", "bool_"))
+    return names[tensor_type].lower()
+
+
+def _dtype(tensor_type: int):
+    return np.dtype(_type_name(tensor_type).replace("bool", "bool_"))
+
+
+def _values(data: bytes, tensor_type: int, shape) -> np.ndarray:
+    """A constant tensor's stored values; int4 is packed two a byte, low nibble first (AEQ's
+    int4 weights), and read as int8 codes -8..7."""
+    count = int(np.prod(shape))
+    if _type_name(tensor_type) == "int4":
+        packed = np.frombuffer(data, dtype=np.uint8)
+        nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(-1)[:count].astype(np.int8)
+        nibbles[nibbles > 7] -= 16
+        return nibbles.reshape(shape)
+    return np.frombuffer(data, dtype=_dtype(tensor_type)).reshape(shape)
 
 
 def weight_stats(path: str | Path) -> WeightStats:
@@ -67,11 +84,11 @@ def weight_stats(path: str | Path) -> WeightStats:
         if data is None or len(data) == 0:
             continue
         seen.add(index)
-        values = np.frombuffer(bytes(data), dtype=_dtype(tensor.type)).reshape(tensor.shape)
+        values = _values(bytes(data), tensor.type, tensor.shape)
         channels = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
         name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
         tensors.append(TensorStats(
-            name=name, op=codes[op.opcodeIndex], dtype=values.dtype.name, size=int(values.size), zeros=int((values == 0).sum()),
+            name=name, op=codes[op.opcodeIndex], dtype=_type_name(tensor.type), size=int(values.size), zeros=int((values == 0).sum()),
             unique=int(len(np.unique(values))),
             unique_per_channel=int(max(len(np.unique(row)) for row in channels)),
         ))  # fmt: skip

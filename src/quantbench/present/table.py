@@ -301,15 +301,17 @@ def results_table(results: RunResults, repeat: int = 0, *, columns: Sequence[str
     return table_view(results, repeat, columns=columns, wide=wide, width=width).table
 
 
-def uncertainty_lines(results: RunResults) -> list[str]:
-    """What the ± and the Δ mean, and with repeats which source of variation dominates."""
+def uncertainty_lines(results: RunResults, p_shown: bool = True) -> list[str]:
+    """What the ± and the Δ mean (and the p, when the table shows it), and with repeats which
+    source of variation dominates."""
     rows = [v for v in results.rows(0) if v.accuracy_ci]
     if not rows:
         return []
     n = rows[0].eval_images
+    p = " and p its exact McNemar p-value" if p_shown else ""
     lines = [f"± is half the 95% Wilson interval over the {n} scored photos; Δ is the paired "
-             f"difference from the float Keras model on the same photos (Newcombe 95% CI) and p "
-             f"its exact McNemar p-value. Bounds in results.csv."]  # fmt: skip
+             f"difference from the float Keras model on the same photos (Newcombe 95% CI){p}. "
+             f"Bounds in results.csv."]  # fmt: skip
     summary = results.extras.get("summary") or {}
     if results.repeats > 1:
         for v in rows:
@@ -372,13 +374,18 @@ def print_results(results: RunResults, *, columns: Sequence[str] | None = None,
         _print_unfolded(console, view.table, needed)
     else:
         console.print(view.table)
-    for text in layout_lines(view, width) + uncertainty_lines(results) + busy_lines(results):
+    p_shown = any(c.header == "p" for c in view.table.columns)
+    legends = layout_lines(view, width) + uncertainty_lines(results, p_shown) + busy_lines(results)
+    for text in legends:
         console.print(text, highlight=False, markup=False)
+    failures: dict[str, list[str]] = {}  # reason -> the rows it failed (a model's, alike)
     for v in results.rows(0):
         if v.status == "failed":
-            # One line however narrow the console: the terminal wraps it, a log keeps it whole.
-            console.print(line(("failed", "red"), f" {v.variant}: {failure_reason(v)}"),
-                          highlight=False, soft_wrap=True)  # fmt: skip
+            failures.setdefault(failure_reason(v), []).append(v.variant)
+    for reason, names in failures.items():
+        # One line however narrow the console: the terminal wraps it, a log keeps it whole.
+        console.print(line(("failed", "red"), f" {', '.join(names)}: {reason}"), highlight=False,
+                      soft_wrap=True)  # fmt: skip
     same, replaced = _same_model_lines(results)
     for text in same:
         console.print(line(("note", "yellow"), f" {text}"), highlight=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from quantbench.analysis.errors import plain_error
 from quantbench.analysis.recommend import Recommendation, metric
 from quantbench.report import svg
 from quantbench.report.page import (
@@ -173,7 +174,9 @@ def comparison_table(results: RunResults, rec: Recommendation | None) -> str:
         if v.status == "identical":
             name += f'<div class="sub-err">same bytes as {esc(v.identical_to)}</div>'
         if v.error:
-            name += f'<div class="sub-err">{esc(v.error)}</div>'
+            name += (f'<div class="sub-err">{esc(plain_error(v.error))}</div>'
+                     f'<details class="sub-err"><summary>full message</summary>'
+                     f'<pre>{esc(v.error)}</pre></details>')  # fmt: skip
         why = "; ".join(rec.ruled_out.get(v.variant, [])) if rec else ""
         badge = f'<span class="badge b-{status}" title="{esc(why)}">{BADGE[status]}</span>'
         if rec and v.variant in rec.pareto:

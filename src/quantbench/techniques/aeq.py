@@ -652,9 +652,11 @@ def skipped_ops(asked: list[dict[str, Any]], inspected: list[dict[str, Any]]) ->
     return skipped
 
 
-def _types(weight: str | None, activation: str | None) -> str:
-    parts = [f"{weight} weights" if weight else "", f"{activation} activations" if activation else ""]
-    return " and ".join(p for p in parts if p) or "nothing"
+def _difference(asked: tuple[str | None, str | None], got: tuple[str | None, str | None]) -> str:
+    """'int4 weights asked, float32 stored' for each of weights and activations that differ."""
+    parts = [f"{a} {what} asked, {g or 'none'} stored"
+             for what, a, g in zip(("weights", "activations"), asked, got) if a and a != g]
+    return "; ".join(parts) or "what was asked"
 
 
 def file_notes(asked: list[dict[str, Any]], inspected: list[dict[str, Any]],
@@ -675,18 +677,16 @@ def file_notes(asked: list[dict[str, Any]], inspected: list[dict[str, Any]],
     notes = []
     for (kind, op, weight, activation, got_weight, got_activation, reason), n in groups.items():
         ops = f"{n} {op}" + (" ops" if n > 1 else "")
-        asked_text, got_text = _types(weight, activation), _types(got_weight, got_activation)
+        diff = _difference((weight, activation), (got_weight, got_activation))
         if kind == "float":
-            notes.append(f"read back from the file: AEQ left {ops} float ({got_text}), not the "
-                         f"{asked_text} asked: {reason}")  # fmt: skip
+            notes.append(f"read back from the file: AEQ left {ops} float: {diff} ({reason})")
         elif kind == "other":
-            notes.append(f"read back from the file: AEQ gave {ops} {got_text}, not the "
-                         f"{asked_text} asked: {reason}")  # fmt: skip
+            notes.append(f"read back from the file: AEQ gave {ops} another config: {diff} ({reason})")
         elif kind == "overridden":
             notes.append(f"{ops}: {reason}")
         else:
-            notes.append(f"read back from the file: {ops} asked {asked_text} are missing "
-                         f"from it ({reason})")  # fmt: skip
+            notes.append(f"read back from the file: {ops} asked {diff.split(' stored')[0]} are "
+                         f"missing from it ({reason})")  # fmt: skip
     notes += _warnings(inspected)
     if io is not None:
         kinds = sorted({*io.get("inputs", []), *io.get("outputs", [])})

@@ -142,6 +142,10 @@ def convert_all(
     """Convert `model` with each conversion (a TechniqueSpec, or a scheme name) into
     out_dir/<prefix><slug>.tflite (numbered where two specs share a slug).
 
+    Schemes that start from the float32 .tflite (`source="tflite"`: AEQ's) are made after
+    the others from the float32 file (converted for them when not asked for), one at a time
+    in a worker of their own.
+
     `on_progress(f"{prefix}{scheme}", conversion)` is called as each conversion finishes (its
     `identical_to` is set once all have), from a pool thread. Prints nothing: a failure is in
     its `Conversion.error`.
@@ -154,20 +158,31 @@ def convert_all(
     out_paths = [str(out_dir / (f"{prefix}{slug}.tflite" if slugs.count(slug) == 1
                                 else f"{prefix}{slug}-{i}.tflite"))
                  for i, slug in enumerate(slugs)]  # fmt: skip
-    position = {path: i for i, path in enumerate(out_paths)}
+    from_file = [SCHEMES.get(spec.name).source == "tflite" for spec in specs]
+    direct = [i for i in range(len(specs)) if not from_file[i]]
+    derived = [i for i in range(len(specs)) if from_file[i]]
+    # The file each derived scheme starts from: a spec converted here, else one made for it.
+    sources = {i: SCHEMES.get(specs[i].name).source_scheme(SCHEMES.params_of(specs[i])) for i in derived}
+    position = {out_paths[i]: i for i in direct}
     finished: dict[int, Conversion] = {}
+    extra: dict[TechniqueSpec, str] = {}  # source specs not asked for -> their file (in tmp)
 
     def done(out_path: str, outcome: Outcome) -> None:
+        if out_path not in position:  # a file only a derived scheme starts from
+            return
         i = position[out_path]
         seconds, error = outcome
         # The one export serves every scheme: charge each an equal share of it.
-        share = export_seconds / len(out_paths)
+        share = export_seconds / max(1, len(direct) + len(extra))
         conversion = Conversion(specs[i].name, None if error else Path(out_path), seconds + share, error)
         finished[i] = conversion
         if on_progress is not None:
             on_progress(f"{prefix}{slugs[i]}", conversion)
 
     with scratch_dir("convert") as tmp:
+        for i in derived:
+            if sources[i] not in [specs[k] for k in direct] and sources[i] not in extra:
+                extra[sources[i]] = str(Path(tmp) / f"source-{len(extra)}.tflite")
         started = time.perf_counter()
         try:
             saved_model_dir = export_saved_model(model, Path(tmp) / "saved_model")
@@ -179,11 +194,22 @@ def convert_all(
         export_seconds = time.perf_counter() - started
         calibration_path = Path(tmp) / "calibration.npy"
         atomic.save_npy(calibration_path, calibration_images.astype(np.float32))
-        jobs = [(spec.model_dump(mode="json"), path) for spec, path in zip(specs, out_paths)]
+        jobs = [(specs[i].model_dump(mode="json"), out_paths[i]) for i in direct]
+        jobs += [(spec.model_dump(mode="json"), path) for spec, path in extra.items()]
         outcomes = convert_saved_model(saved_model_dir, jobs, calibration_path, workers,
                                        timeout=timeout, on_done=done)  # fmt: skip
-    _stop_if_disk_full({slugs[position[path]]: outcome for path, outcome in outcomes.items()},
-                       {slugs[position[path]]: path for path in outcomes})  # fmt: skip
+        names = {path: slugs[position[path]] if path in position else SCHEMES.slug_of(spec)
+                 for spec, path in [*((specs[i], out_paths[i]) for i in direct), *extra.items()]}  # fmt: skip
+        _stop_if_disk_full({names[path]: outcome for path, outcome in outcomes.items()},
+                           {names[path]: path for path in outcomes})  # fmt: skip
+        files = {**{specs[i]: (out_paths[i], finished[i].error) for i in direct},
+                 **{spec: (path, outcomes[path][1]) for spec, path in extra.items()}}  # fmt: skip
+        made = _convert_derived([(specs[i], out_paths[i], sources[i], *files[sources[i]])
+                                 for i in derived], calibration_path, timeout)  # fmt: skip
+        for i, conversion in zip(derived, made):
+            finished[i] = conversion
+            if on_progress is not None:
+                on_progress(f"{prefix}{slugs[i]}", conversion)
     conversions: list[Conversion] = []
     for i in range(len(specs)):
         conversion = finished[i]
@@ -195,3 +221,22 @@ def convert_all(
     return conversions
 
 
+def _convert_derived(jobs: list[tuple[TechniqueSpec, str, TechniqueSpec, str, str | None]],
+                     calibration_path: Path, timeout: float) -> list[Conversion]:  # fmt: skip
+    """The schemes made from a .tflite, one after the other in one worker; each job is (spec,
+    out path, the spec of the file it starts from, that file, its conversion's error)."""
+    from quantbench.workers import Worker
+
+    if not jobs:
+        return []
+    conversions = []
+    with Worker("aeq") as worker:
+        for spec, out_path, source, path, error in jobs:
+            if error is not None:
+                conversions.append(Conversion(spec.name, None, 0.0, f"no {SCHEMES.slug_of(source)} "
+                                              f"file to start from: {error}"))  # fmt: skip
+                continue
+            conversions.append(SCHEMES.get(spec.name).convert_tflite(
+                Path(path), Path(out_path), SCHEMES.params_of(spec), calibration_path,
+                worker=worker, timeout=timeout))  # fmt: skip
+    return conversions

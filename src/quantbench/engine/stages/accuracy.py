@@ -36,6 +36,8 @@ class AccuracyStage:
         evaluate = ctx.cfg.evaluate
         reference = ctx.reference_predictions.get(job.spec.repeat)
         reference_key = "none" if reference is None else data_fingerprint([reference])
+        if reference is not None and ctx.reference_name:  # another row than the Keras model's
+            reference_key += f"/{ctx.reference_name}"
         return Key({"threads": evaluate.threads[-1], "batch_size": evaluate.batch_size},
                    parent=job.file_key, data=f"{ctx.data_key}/{reference_key}")  # fmt: skip
 
@@ -50,7 +52,8 @@ class AccuracyStage:
         evaluate = ctx.cfg.evaluate
         predictions, row.eval_seconds = worker.predict(job.path, evaluate.threads[-1], evaluate.batch_size)
         set_scores(row, score(predictions, ctx.dataset.val_labels, ctx.dataset.classes,
-                              ctx.reference_predictions.get(job.spec.repeat), REFERENCE))  # fmt: skip
+                              ctx.reference_predictions.get(job.spec.repeat),
+                              ctx.reference_name or REFERENCE))  # fmt: skip
         row.eval_images = len(ctx.val_inputs)
         return row.model_dump(mode="json", include=set(MEASURED_FIELDS))
 

@@ -37,6 +37,9 @@ class ConvertJob:
     lazy: Any
     out_path: Path  # where the file goes in the run directory
     prebuilt: tuple[Path, float] | None = None  # a file its search already made, and its seconds
+    # A scheme that starts from a .tflite (its entry's source is "tflite"): that file's store
+    # key (the conversion's parent) and its path (None until the executor has produced it).
+    source_file: tuple[str, Path | None] | None = None
 
 
 @dataclass
