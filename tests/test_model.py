@@ -54,3 +54,28 @@ def test_imagenet_weights_load_from_the_cache_at_any_size(real_keras_home, monke
     fresh = build_classifier(5, ModelConfig(alpha=0.35, weights="none"), 96)
     conv = "Conv1"
     assert abs(model.get_layer(conv).get_weights()[0] - fresh.get_layer(conv).get_weights()[0]).max() > 0
+
+
+def test_tensorflow_retracing_warning_stays_off_the_run_output():
+    """A run predicts with one model after another; TensorFlow's retracing warning about it
+    is noise there (kept with -v)."""
+    import logging
+
+    from quantbench.ml.quiet import import_tensorflow
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    tf = import_tensorflow()
+    import_tensorflow()  # twice: one filter
+    handler = Keep()
+    tf.get_logger().addHandler(handler)
+    try:
+        tf.get_logger().warning("5 out of the last 5 calls to <function f> triggered tf.function retracing.")
+        tf.get_logger().warning("a warning that matters")
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert seen == ["a warning that matters"]

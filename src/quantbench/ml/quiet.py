@@ -22,16 +22,28 @@ _CHATTER = re.compile(
 )
 
 
+class _NoRetracingWarning:
+    """TensorFlow warns when a tf.function traced 5 times in a row (`... triggered
+    tf.function retracing`): a run predicts with one Keras model after another (the float, QAT,
+    pruned and clustered models, each its own function), so the warning is expected and says
+    nothing to the user. Kept with -v."""
+
+    def filter(self, record) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def import_tensorflow(verbose: bool = False):
     """Import tensorflow and tf_keras quietly (unless verbose); returns the tf module."""
     if "tensorflow" in sys.modules or verbose:
         import tensorflow as tf
         import tf_keras  # noqa: F401
+    else:
+        with filtered_stderr(_CHATTER):
+            import tensorflow as tf
+            import tf_keras  # noqa: F401
 
-        return tf
-    with filtered_stderr(_CHATTER):
-        import tensorflow as tf
-        import tf_keras  # noqa: F401
-
-        tf.config.list_physical_devices()  # the CUDA probe logs here
+            tf.config.list_physical_devices()  # the CUDA probe logs here
+    logger = tf.get_logger()
+    if not verbose and not any(isinstance(f, _NoRetracingWarning) for f in logger.filters):
+        logger.addFilter(_NoRetracingWarning())
     return tf
