@@ -213,6 +213,19 @@ def test_a_tflite_source_supplies_the_float32_row_which_is_the_reference(tmp_pat
     assert rows["aeq_a16w8"].agreement == 0.75
 
 
+def test_a_tflite_with_no_scheme_named_gets_float32_and_every_aeq_recipe():
+    from quantbench.commands.quantize import tflite_defaults
+    from quantbench.core.config import RunConfig
+
+    cfg = RunConfig()
+    tflite_defaults(cfg)
+    assert [SCHEMES.slug_of(s) for s in cfg.convert.schemes] == [
+        "float32", "aeq_dyn_w8", "aeq_dyn_w4", "aeq_w8", "aeq_w4", "aeq_a8w8", "aeq_a16w8"]
+    named = RunConfig.model_validate({"convert": {"schemes": ["int8"]}})
+    tflite_defaults(named)  # what the user named stays (and int8 is then not applicable)
+    assert [s.name for s in named.convert.schemes] == ["int8"]
+
+
 # --- each recipe through the entry's hook, on a tiny model with a depthwise conv ---------------
 
 

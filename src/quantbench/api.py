@@ -45,7 +45,9 @@ def quantize(model, data: str | Path | None = None, schemes: list[str] | str | N
              *, config: str | Path | None = None, use_cache: bool = True, on_event=None,
              resources=None, **options):  # fmt: skip
     """Quantize a Keras model (a path, or an in-memory tf_keras Model) with every scheme and
-    evaluate each variant on the photos in `data`. Returns (results DataFrame, run dir).
+    evaluate each variant on the photos in `data`. Returns (results DataFrame, run dir). A
+    float32 `.tflite` path is taken too: it is the float32 row, and AI Edge Quantizer's recipes
+    (`aeq:recipe=...`) are made from it (docs/byo.md).
 
     Options are the CLI's flags with underscores: labels, image_size, scaling, channel_order,
     eval_split, check, qat_epochs, unsafe, custom_objects, threads, latency_runs, output_dir, ...
