@@ -38,11 +38,16 @@ browser:
 run: install
 	$(BIN)/quantbench run $(ARGS)
 
-# The layering contracts first (seconds), then the suite with its line coverage (the main
-# process's: worker processes are not traced), modules below 100% listed.
+# The layering contracts first (seconds), then the suite in two lanes: everything but the
+# `serial` tests in two processes (one per core; most tests wait on TensorFlow imports and
+# worker processes), then the serial ones alone (they time the machine or wait on signals).
+# Line coverage of both lanes (the test processes'; worker processes are not traced), with the
+# modules below 100% listed.
+XDIST ?= -n 2 --dist loadfile
 test: install-test
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest --cov=quantbench --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not serial" --cov=quantbench --cov-report= $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m serial --cov=quantbench --cov-append --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info test-artifacts

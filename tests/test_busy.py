@@ -81,6 +81,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_figure_taken_beside_cpu_burners_is_flagged(tiny_models, images):
     """Two processes spinning on the CPU during a 2-thread figure: whatever else the machine
     runs, others then hold at least the burners' share of the cores (with our 2 threads and 2
@@ -104,6 +105,7 @@ def _background() -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_quiet_figure_is_not_flagged(tiny_models, images):
     """The measurement's own threads are not counted as others. Conditional on the machine:
     the machine is shared, so this asserts only when the load measured over a second just
@@ -126,6 +128,7 @@ def _own_ticks_seconds() -> float:
     return (int(fields[11]) + int(fields[12])) / busy.os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+@pytest.mark.serial
 def test_the_figures_own_threads_are_not_counted_as_others(tiny_models, images, monkeypatch):
     """A machine where only the measuring process runs, whatever the real machine does: the
     kernel's busy counter is replaced by this process's own ticks (/proc/self/stat, every

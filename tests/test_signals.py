@@ -23,6 +23,10 @@ import pytest
 
 from tests.conftest import make_image_folder
 
+# Timing and process tests: they run alone (the serial lane of `make test`), never beside
+# another test process that would take the cores they time or wait on.
+pytestmark = pytest.mark.serial
+
 DEADLINE = 300  # seconds a stopped run may take to be gone; a hang fails instead of blocking CI
 
 

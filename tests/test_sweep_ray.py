@@ -16,6 +16,10 @@ from quantbench.commands import sweep  # noqa: E402
 from quantbench.core.results import RunResults  # noqa: E402
 from tests.conftest import make_image_folder  # noqa: E402
 
+# Timing and process tests: they run alone (the serial lane of `make test`), never beside
+# another test process that would take the cores they time or wait on.
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture
 def two_nodes():

@@ -14,6 +14,10 @@ from quantbench import workers
 from quantbench.core.errors import ConfigError
 from quantbench.workers import Worker, WorkerError
 
+# Timing and process tests: they run alone (the serial lane of `make test`), never beside
+# another test process that would take the cores they time or wait on.
+pytestmark = pytest.mark.serial
+
 
 def _gone(pid: int, within: float = 10.0) -> bool:
     """Whether the process has exited (or is a zombie nobody reaped) within `within` s."""
@@ -130,6 +134,7 @@ def test_scratch_dir_is_named_after_its_pid_and_sweeps(tmp_path, monkeypatch):
 
 HELPER = """
 from quantbench.workers import Worker
+
 worker = Worker()
 print(worker.request("echo", {}, timeout=60)["pid"], flush=True)
 worker.request("sleep", {"seconds": 60}, timeout=120)  # busy: an end of input would go unread
