@@ -80,3 +80,14 @@ def test_training_cost_ratio_uses_steady_epochs_of_the_same_repeat():
     assert all(r["ratio_to_float"] is None for r in rows if r["recipe"] == "float")
     summary = stats.summarize_training(_results())
     assert summary["qat_fresh"]["steady_seconds_per_epoch"]["mean"] == pytest.approx(23.0)
+
+
+def test_time_breakdown_names_the_stages_largest_first_other_last():
+    from quantbench.analysis.stats import time_breakdown
+    from quantbench.core.results import RunResults
+
+    results = RunResults(name="t", created="now", total_seconds=300.0, stage_seconds={
+        "model": 160.0, "other": 12.0, "latency": 40.0, "convert": 70.0, "report": 0.01})
+    assert time_breakdown(results) == [("training", 160.0), ("conversion", 70.0),
+                                       ("latency", 40.0), ("other", 12.0)]
+    assert time_breakdown(RunResults(name="t", created="now")) == []

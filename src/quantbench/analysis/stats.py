@@ -183,3 +183,17 @@ def attach(results: RunResults) -> None:
     results.extras["summary"] = summarize(results)
     results.extras["training_cost"] = training_cost(results)
     results.extras["training_summary"] = summarize_training(results)
+
+
+# How the time breakdown names the stages (results.stage_seconds keys are the stores' names).
+STAGE_LABELS = {"model": "training", "convert": "conversion", "selective": "search",
+                "reference": "keras scoring", "accuracy": "evaluation"}
+
+
+def time_breakdown(results: RunResults) -> list[tuple[str, float]]:
+    """Where the run's time went, largest first, `other` last: (label, seconds)."""
+    timings = dict(results.stage_seconds)
+    other = timings.pop("other", None)
+    rows = sorted(((STAGE_LABELS.get(k, k), v) for k, v in timings.items() if v >= 0.05),
+                  key=lambda kv: -kv[1])  # fmt: skip
+    return rows + ([("other", other)] if other else [])

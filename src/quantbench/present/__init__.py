@@ -32,6 +32,7 @@ def show_run(results: RunResults, run_dir: Path, command: str, *,
     present/table.py), notes, training cost, the article's claims, the preprocessing check,
     the recommendation, and where everything is."""
     from quantbench.analysis.recommend import Recommendation
+    from quantbench.analysis.stats import time_breakdown
     from quantbench.core.results import CheckResult
     from quantbench.present.sections import check_table, print_comparison, print_recommendation, training_table
     from quantbench.present.table import print_results
@@ -56,6 +57,11 @@ def show_run(results: RunResults, run_dir: Path, command: str, *,
     report = run_dir / "report.html"
     if report.exists():
         console.out.print(f"report: {report}", highlight=False, soft_wrap=True, markup=False)
+    breakdown = time_breakdown(results)
+    if breakdown and results.total_seconds:
+        total = results.total_seconds
+        parts = ", ".join(f"{name} {seconds:.0f} s ({seconds / total:.0%})" for name, seconds in breakdown)
+        console.out.print(f"\ntime: {total:.0f} s: {parts}", highlight=False, markup=False)
     console.out.print(f"\nrun directory: {run_dir}", highlight=False, soft_wrap=True, markup=False)
 
 
