@@ -348,16 +348,7 @@ def run_quantize_tflite(cfg: RunConfig, size_given: bool = False, *,
     source = TfliteModel(path)
     emit("step", f"model {path}: float32 .tflite, {cfg.data.image_size} px input, "
                  f"{io.num_classes} classes; preprocessing {cfg.data.scaling}, {cfg.data.channel_order}")
-    emit("step", "reading images")
-    dataset = reorder_classes(load_dataset(cfg.data, emit, readers=2 * resources.cores), order)
-    check = None
-    if cfg.quantize.check:
-        emit("step", "checking the preprocessing (8 combinations)")
-        check = run_check(cfg, _LiteRTModel(source.path), dataset)
-        for warning in check.warnings:
-            emit("warn", warning)
-    dataset = _eval_split(cfg, dataset)
-    emit("info", f"scoring {len(dataset.val_labels)} photos: {dataset.summary.eval_split}")
+    dataset, check = _photos(cfg, order, _LiteRTModel(source.path), resources, emit)
 
     def describe(ctx, results) -> None:
         results.extras["quantize"] = {
@@ -455,16 +446,7 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
     what = loaded.path or "the in-memory model"
     emit("step", f"model {what}: {loaded.format}, {cfg.data.image_size} px input, "
                  f"{io.num_classes} classes; preprocessing {cfg.data.scaling}, {cfg.data.channel_order}")
-    emit("step", "reading images")
-    dataset = reorder_classes(load_dataset(cfg.data, emit, readers=2 * resources.cores), order)
-    check = None
-    if cfg.quantize.check:
-        emit("step", "checking the preprocessing (8 combinations)")
-        check = run_check(cfg, loaded.model, dataset)
-        for warning in check.warnings:
-            emit("warn", warning)
-    dataset = _eval_split(cfg, dataset)
-    emit("info", f"scoring {len(dataset.val_labels)} photos: {dataset.summary.eval_split}")
+    dataset, check = _photos(cfg, order, loaded.model, resources, emit)
 
     def describe(ctx, results) -> None:
         results.extras["quantize"] = {
@@ -491,6 +473,24 @@ def run_quantize(cfg: RunConfig, model=None, size_given: bool = False, *,
         use_cache=use_cache, resources=resources, emit=emit, before=describe,
         after=require_a_conversion,
     )  # fmt: skip
+
+
+def _photos(cfg: RunConfig, order: Any, model: Any, resources: Any, emit: Any):
+    """The photos in the model's class order, the preprocessing check (`--check`) on them, and
+    the split that is scored: (dataset, check or None)."""
+    from quantbench.ml.data import load_dataset
+
+    emit("step", "reading images")
+    dataset = reorder_classes(load_dataset(cfg.data, emit, readers=2 * resources.cores), order)
+    check = None
+    if cfg.quantize.check:
+        emit("step", "checking the preprocessing (8 combinations)")
+        check = run_check(cfg, model, dataset)
+        for warning in check.warnings:
+            emit("warn", warning)
+    dataset = _eval_split(cfg, dataset)
+    emit("info", f"scoring {len(dataset.val_labels)} photos: {dataset.summary.eval_split}")
+    return dataset, check
 
 
 def run_check(cfg: RunConfig, model, dataset):

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantbench.measure.filestats import constant_bytes
+
 if TYPE_CHECKING:
     from quantbench.core.results import LatencyResult
 
@@ -93,19 +95,8 @@ def _scales(data: bytes, root: Any, sub: Any, q: Any, fb: Any) -> tuple[np.ndarr
         details.Init(table.Bytes, table.Pos)
         scales = sub.Tensors(details.Scales())
         dtype = np.float16 if scales.Type() == fb.TensorType.FLOAT16 else np.float32
-        return np.frombuffer(_constant_bytes(data, root, scales), dtype=dtype), int(details.BlockSize())
+        return np.frombuffer(constant_bytes(data, root, scales), dtype=dtype), int(details.BlockSize())
     return (q.ScaleAsNumpy() if q.ScaleLength() else None), None
-
-
-def _constant_bytes(data: bytes, root: Any, tensor: Any) -> bytes:
-    if tensor.Buffer() <= 0 or tensor.Buffer() >= root.BuffersLength():
-        return b""
-    buffer = root.Buffers(tensor.Buffer())
-    if buffer.DataLength() > 0:
-        return buffer.DataAsNumpy().tobytes()
-    if buffer.Offset() > 1:  # large models keep the data after the flatbuffer
-        return bytes(data[buffer.Offset(): buffer.Offset() + buffer.Size()])
-    return b""
 
 
 def file_weights(model_path: str | Path) -> list[FileOp]:
@@ -128,7 +119,7 @@ def file_weights(model_path: str | Path) -> list[FileOp]:
         return [int(i) for i in o.InputsAsNumpy()] if o.InputsLength() else []
 
     def constant(index: int) -> bool:
-        return index >= 0 and bool(_constant_bytes(data, root, sub.Tensors(index)))
+        return index >= 0 and bool(constant_bytes(data, root, sub.Tensors(index)))
 
     producer = {int(t): k for k, o in enumerate(operators)
                 for t in (o.OutputsAsNumpy() if o.OutputsLength() else [])}  # fmt: skip

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,3 +94,15 @@ def weight_stats(path: str | Path) -> WeightStats:
             unique_per_channel=int(max(len(np.unique(row)) for row in channels)),
         ))  # fmt: skip
     return WeightStats.of(tensors)
+
+
+def constant_bytes(data: bytes, root: Any, tensor: Any) -> bytes:
+    """A tensor's constant data in a .tflite file (LiteRT's schema objects; b"" when none)."""
+    if tensor.Buffer() <= 0 or tensor.Buffer() >= root.BuffersLength():
+        return b""
+    buffer = root.Buffers(tensor.Buffer())
+    if buffer.DataLength() > 0:
+        return buffer.DataAsNumpy().tobytes()
+    if buffer.Offset() > 1:  # large models keep the data after the flatbuffer
+        return bytes(data[buffer.Offset(): buffer.Offset() + buffer.Size()])
+    return b""

@@ -54,6 +54,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from quantbench.measure.filestats import constant_bytes
 from pydantic import model_validator
 
 from quantbench.core.errors import ConfigError, DependencyError, ModelError, QuantbenchError
@@ -238,15 +240,6 @@ def _is_constant(root, t) -> bool:
     return buffer.DataLength() > 0 or buffer.Offset() > 1
 
 
-def _buffer_bytes(data: bytes, root, t) -> bytes:
-    buffer = root.Buffers(t.Buffer())
-    if buffer.DataLength() > 0:
-        return buffer.DataAsNumpy().tobytes()
-    if buffer.Offset() > 1:  # large models keep the data after the flatbuffer
-        return bytes(data[buffer.Offset(): buffer.Offset() + buffer.Size()])
-    return b""
-
-
 def _ints(getter_len: int, getter) -> list[int]:
     return [int(x) for x in getter()] if getter_len else []
 
@@ -311,7 +304,7 @@ def _scales(data: bytes, root, sub, q) -> np.ndarray | None:
         _, type_names = _names()
         dtype = {"FLOAT16": np.float16, "FLOAT32": np.float32}.get(
             type_names.get(scales.Type(), ""), np.float16)
-        return np.frombuffer(_buffer_bytes(data, root, scales), dtype=dtype)
+        return np.frombuffer(constant_bytes(data, root, scales), dtype=dtype)
     if q.ScaleLength():
         return q.ScaleAsNumpy()
     return None
@@ -328,7 +321,7 @@ def _bytes_match(data: bytes, root, t, kind: str) -> bool:
     if bits is None:
         return True
     count = int(np.prod([int(d) for d in t.ShapeAsNumpy()])) if t.ShapeLength() else 1
-    return len(_buffer_bytes(data, root, t)) == -(-count * bits // 8)
+    return len(constant_bytes(data, root, t)) == -(-count * bits // 8)
 
 
 def _saturated(data: bytes, root, t) -> int:
@@ -339,7 +332,7 @@ def _saturated(data: bytes, root, t) -> int:
     kind = type_names.get(t.Type(), "")
     if kind not in ("INT32", "INT64") or not _is_constant(root, t):
         return 0
-    values = np.frombuffer(_buffer_bytes(data, root, t), dtype=np.int32 if kind == "INT32" else np.int64)
+    values = np.frombuffer(constant_bytes(data, root, t), dtype=np.int32 if kind == "INT32" else np.int64)
     return int((values <= -(2**31)).sum())
 
 
