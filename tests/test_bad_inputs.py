@@ -377,6 +377,7 @@ CLI_CASES = {
 }
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case", CLI_CASES)
 def test_cli_bad_input_is_one_clean_error(case, tiny_model, photos, finished_run, tmp_path, capsys):
     make_args, fragments = CLI_CASES[case]
@@ -384,6 +385,7 @@ def test_cli_bad_input_is_one_clean_error(case, tiny_model, photos, finished_run
     assert_one_error(code, err, *fragments)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("failing", ["mkdir", "fsync"])
 @pytest.mark.parametrize("error", [errno.EROFS, errno.ENOSPC, errno.EACCES])
 def test_machine_errors_say_so_and_name_the_path(failing, error, tiny_model, photos, tmp_path,
@@ -418,6 +420,7 @@ def test_full_disk_in_the_converter_is_not_a_conversion_failure():
     _stop_if_disk_full({"int8": (1.0, "ConverterError: op FOO is not supported")}, {"int8": "/o/x"})
 
 
+@pytest.mark.subprocess
 def test_nasty_names_and_files_end_to_end(tiny_model, tmp_path, capsys):
     """One `quantize` run over every data fault at once, with a markup run name and output
     folder: it completes, skips and counts what it must, and prints every name as itself."""
@@ -450,6 +453,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("free_kb", [0, 20, 200])
 def test_a_really_full_disk_says_so_at_every_step(free_kb, small_disk, tiny_model, photos, tmp_path):
     """0 KB: config.yaml cannot be written; 20 KB: results.json; 200 KB: the scaled images in

@@ -29,21 +29,25 @@ def assert_clean_error(done, *fragments: str) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.subprocess
 def test_missing_folder(tmp_path):
     done = quantbench("run", "--data", str(tmp_path / "nope"), cwd=tmp_path)
     assert_clean_error(done, "data folder not found", "tip:")
 
 
+@pytest.mark.subprocess
 def test_one_class_only(tmp_path):
     make_image_folder(tmp_path / "photos", classes=("lonely",))
     done = quantbench("run", "--data", str(tmp_path / "photos"), "--weights", "none", cwd=tmp_path)
     assert_clean_error(done, "needs at least 2 class sub-folders, found 1 (lonely)")
 
 
+@pytest.mark.subprocess
 def test_unknown_scheme(tmp_path):
     assert_clean_error(quantbench("run", "--schemes", "float32,int4"), "unknown scheme 'int4'")
 
 
+@pytest.mark.subprocess
 def test_bad_config_key(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  lerning_rate: 0.1\n")
@@ -51,21 +55,25 @@ def test_bad_config_key(tmp_path):
     assert_clean_error(done, "unknown config key 'train.lerning_rate'", "did you mean 'learning_rate'")
 
 
+@pytest.mark.subprocess
 def test_bad_value_negative_epochs():
     assert_clean_error(quantbench("run", "--epochs", "-3"), "bad value for 'train.epochs': -3")
 
 
+@pytest.mark.subprocess
 def test_bad_flag_and_bad_preset():
     assert_clean_error(quantbench("run", "--epohcs", "3"), "No such option")
     assert_clean_error(quantbench("run", "--preset", "smok"), "did you mean 'smoke'")
 
 
+@pytest.mark.subprocess
 def test_the_seed_preset_says_it_is_now_article():
     done = quantbench("run", "--preset", "seed", "--epochs", "-3")
     assert_clean_error(done, "bad value for 'train.epochs': -3")
     assert "preset 'seed' is now called 'article'" in done.stderr
 
 
+@pytest.mark.subprocess
 @pytest.mark.realdata
 def test_article_preset_offline_names_the_missing_weights(real_keras_home, tmp_path):
     # Only the alpha 0.35 and 0.5 files are in the cache; `article` needs alpha 1.0 (CI is offline).
@@ -78,11 +86,13 @@ def test_article_preset_offline_names_the_missing_weights(real_keras_home, tmp_p
     assert not (tmp_path / "runs").exists()  # nothing half-made
 
 
+@pytest.mark.subprocess
 def test_verbose_shows_traceback():
     done = quantbench("-v", "run", "--epochs", "-3")
     assert done.returncode == 2 and "Traceback" in done.stderr
 
 
+@pytest.mark.subprocess
 def test_schemes_lists_every_scheme():
     from quantbench.techniques.schemes import SCHEMES
 
@@ -92,6 +102,7 @@ def test_schemes_lists_every_scheme():
         assert name in done.stdout
 
 
+@pytest.mark.subprocess
 def test_corrupt_jpeg_among_good_ones_is_skipped_and_counted(tmp_path):
     photos = make_image_folder(tmp_path / "photos", per_class=10, size=32)
     (photos / "dogs" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 50)

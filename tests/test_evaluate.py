@@ -133,6 +133,7 @@ def test_worker_scores_like_in_process_and_survives_a_crash_and_a_hang(
         assert worker.predict(tflite_files["int8"], threads=1)[0].shape == (21, 4)
 
 
+@pytest.mark.pipeline
 def test_a_crash_while_scoring_one_variant_fails_that_row_only(tmp_path, monkeypatch, worker_ops):
     import json
 

@@ -359,6 +359,7 @@ def test_not_a_run_directory(tmp_path):
 # --- the command line -------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_cli_bad_variant_is_one_error_line_and_exit_2(run_dir, tmp_path):
     done = quantbench("export", str(run_dir), "--variant", "int16x8", "-o", str(tmp_path / "ship"))
     assert_clean_error(done, "ERROR int16x8 failed to convert", "tip: variants that can be "
@@ -368,6 +369,7 @@ def test_cli_bad_variant_is_one_error_line_and_exit_2(run_dir, tmp_path):
     assert_clean_error(done, "no results found")
 
 
+@pytest.mark.subprocess
 def test_cli_exports_and_refuses_a_second_time_without_force(run_dir, tmp_path):
     out = tmp_path / "ship"
     done = quantbench("export", str(run_dir), "-o", str(out))
@@ -382,6 +384,7 @@ def test_cli_exports_and_refuses_a_second_time_without_force(run_dir, tmp_path):
 # --- a real run -------------------------------------------------------------------------------
 
 
+@pytest.mark.pipeline
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_export_from_a_real_smoke_run(real_keras_home, tmp_path, monkeypatch):

@@ -151,6 +151,7 @@ def test_bridge_names_the_layers_it_cannot_translate():
 # --- end to end -----------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_cli_keras3_h5_every_scheme_and_qat_through_the_bridge(trained_cnn, photos, tmp_path):
     model, root = trained_cnn
@@ -177,6 +178,7 @@ def test_cli_keras3_h5_every_scheme_and_qat_through_the_bridge(trained_cnn, phot
     assert [t["name"] for t in results["training"]] == ["qat_finetune"]
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 def test_api_in_memory_keras3_model_whose_layer_the_bridge_cannot_translate(photos, tmp_path):
     import quantbench
@@ -202,6 +204,7 @@ def test_api_in_memory_keras3_model_whose_layer_the_bridge_cannot_translate(phot
     assert results["training"] == [] and list(frame["variant"]) == list(rows)
 
 
+@pytest.mark.subprocess
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_flowers_keras3_mobilenet_v2_with_qat(real_keras_home, flowers_dir, tmp_path):

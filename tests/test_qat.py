@@ -164,6 +164,7 @@ def tiny_run(tmp_path_factory):
     return cfg, results
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["fresh", "finetune"])
 def test_every_qat_scheme_has_a_row_converted_failed_or_identical(tiny_run, recipe):
@@ -191,6 +192,7 @@ def test_every_qat_scheme_has_a_row_converted_failed_or_identical(tiny_run, reci
     assert rows["float16"].input_dtype == "float32"
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 def test_each_recipe_records_its_training_and_keras_row(tiny_run):
     _, results = tiny_run
@@ -214,6 +216,7 @@ def allowed_disagreements(n: int, rate: float = 0.05, false_alarm: float = 1e-3)
     return next(k for k in range(n + 1) if binomial_tail(n, rate, k + 1) <= false_alarm)
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 def test_finetuned_qat_int8_tracks_the_float_model(tiny_run):
     _, results = tiny_run

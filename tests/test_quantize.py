@@ -79,6 +79,7 @@ def _val_accuracy(model, photos: Path, size: int) -> float:
 # --- end to end -----------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_cli_sequential_cnn_saved_as_h5(photos, tmp_path):
     model = _fit(sequential_cnn(), photos, 32)
@@ -105,6 +106,7 @@ def test_cli_sequential_cnn_saved_as_h5(photos, tmp_path):
     assert "recommended:" in done.stdout or "no variant fits" in done.stdout
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 def test_api_functional_mobilenet_trunk_keras_format(photos, tmp_path):
     import quantbench
@@ -124,6 +126,7 @@ def test_api_functional_mobilenet_trunk_keras_format(photos, tmp_path):
     assert results["data"]["image_size"] == 64 and results["extras"]["quantize"]["format"] == "keras"
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["keras", "plain"])
 def test_api_savedmodel_directories(photos, tmp_path, kind):
@@ -147,6 +150,7 @@ def test_api_savedmodel_directories(photos, tmp_path, kind):
     assert fmt == ("savedmodel-keras" if kind == "keras" else "savedmodel")
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 def test_api_in_memory_model_labels_file_and_eval_split_all(tmp_path):
     """A model whose outputs are in reverse folder order: --labels maps the folders."""
@@ -173,6 +177,7 @@ def test_api_in_memory_model_labels_file_and_eval_split_all(tmp_path):
     assert results["extras"]["quantize"]["eval_split"] == "all"
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_cli_check_catches_bgr_declared_for_an_rgb_model(tmp_path):
     sens = make_sensitive_folder(tmp_path / "photos")
@@ -193,6 +198,7 @@ def test_cli_check_catches_bgr_declared_for_an_rgb_model(tmp_path):
     assert by_combo[("-1..1", "rgb")]["accuracy"] > by_combo[("-1..1", "bgr")]["accuracy"] + 0.3
 
 
+@pytest.mark.subprocess
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_flowers_model_from_quantbench_run(real_keras_home, flowers_dir, tmp_path):
@@ -248,6 +254,7 @@ def _functional(input_shape, build):
     return keras.Model(inputs, build(inputs))
 
 
+@pytest.mark.subprocess
 def test_class_count_mismatch(photos, tmp_path, capsys):
     model = _save(sequential_cnn(num_classes=5), tmp_path / "five.keras")
     err = run_cli(capsys, "quantize", model, "--data", str(photos), "--output-dir", str(tmp_path / "r"))
@@ -255,6 +262,7 @@ def test_class_count_mismatch(photos, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.subprocess
 def test_not_an_image_input_rank(photos, tmp_path, capsys):
     import tf_keras as keras
 
@@ -263,6 +271,7 @@ def test_not_an_image_input_rank(photos, tmp_path, capsys):
     assert "not an image classifier input" in err and "shape (None, 10) (rank 2)" in err
 
 
+@pytest.mark.subprocess
 def test_not_three_channels(photos, tmp_path, capsys):
     import tf_keras as keras
 
@@ -271,6 +280,7 @@ def test_not_three_channels(photos, tmp_path, capsys):
     assert "shape (None, 28, 28, 1) (rank 4, 1 channels)" in err
 
 
+@pytest.mark.subprocess
 def test_output_rank_not_two(photos, tmp_path, capsys):
     import tf_keras as keras
 
@@ -279,6 +289,7 @@ def test_output_rank_not_two(photos, tmp_path, capsys):
     assert "not a classifier output" in err and "(None, 16, 16, 3) (rank 4)" in err
 
 
+@pytest.mark.subprocess
 def test_labels_file_must_match_the_folders(photos, tmp_path, capsys):
     model = _save(sequential_cnn(), tmp_path / "cnn.keras")
     labels = tmp_path / "labels.txt"
@@ -293,6 +304,7 @@ def test_labels_file_must_match_the_folders(photos, tmp_path, capsys):
     assert "names a class twice: cats" in err
 
 
+@pytest.mark.subprocess
 def test_image_size_dynamic_or_mismatched(photos, tmp_path, capsys):
     import tf_keras as keras
 
@@ -305,6 +317,7 @@ def test_image_size_dynamic_or_mismatched(photos, tmp_path, capsys):
     assert "accepts any input size" in err and "--image-size N" in err
 
 
+@pytest.mark.subprocess
 def test_lambda_layer_refused_with_the_flags_to_use(photos, tmp_path, capsys):
     import tf_keras as keras
 
@@ -327,6 +340,7 @@ SVD_LAYER = textwrap.dedent(
 )
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_model_the_converter_cannot_handle(photos, tmp_path, capsys, monkeypatch):
     import tf_keras as keras
@@ -364,6 +378,7 @@ def test_qat_on_an_unflattenable_nested_model_explains_the_workaround(photos, tm
     assert "build the model flat" in e.value.tip
 
 
+@pytest.mark.subprocess
 def test_qat_needs_a_held_out_split_and_data_is_required(photos, tmp_path, capsys):
     model = _save(sequential_cnn(), tmp_path / "cnn.keras")
     err = run_cli(capsys, "quantize", model, "--data", str(photos), "--qat-epochs", "1",
@@ -373,6 +388,7 @@ def test_qat_needs_a_held_out_split_and_data_is_required(photos, tmp_path, capsy
     assert "Missing option '--data'" in err
 
 
+@pytest.mark.subprocess
 def test_subprocess_error_boundary(photos, tmp_path):
     model = _save(sequential_cnn(num_classes=4), tmp_path / "four.keras")
     done = quantbench("quantize", model, "--data", str(photos), cwd=tmp_path)
@@ -396,6 +412,7 @@ def test_reorder_classes_relabels_to_the_models_order(photos):
     assert list(mapped.summary.class_counts) == order
 
 
+@pytest.mark.subprocess
 def test_api_is_lazy_and_callable():
     """The package face's exports are functions, found without importing TensorFlow."""
     import subprocess
@@ -429,6 +446,7 @@ def nested_sequential(num_classes=3, size=32):
                              keras.layers.Dense(num_classes, activation="softmax")])  # fmt: skip
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 def test_api_qat_finetunes_a_nested_model_after_flattening_it(photos, tmp_path):
     import quantbench

@@ -41,6 +41,7 @@ def test_calibration_takes_at_most_a_third_and_the_rest_is_scored(count, expecte
     assert other.summary.eval_digest != split.summary.eval_digest
 
 
+@pytest.mark.pipeline
 def test_quantize_on_a_300_photo_folder_scores_200(tmp_path):
     import quantbench
 

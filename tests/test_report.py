@@ -103,6 +103,7 @@ def test_stored_recommendation_is_used(tmp_path):
     assert "most accurate variant" in html
 
 
+@pytest.mark.subprocess
 def test_report_cli_rebuilds_without_tensorflow(tmp_path):
     run_dir = make_run_dir(tmp_path / "run")
     before = (run_dir / "results.json").read_text()
@@ -125,6 +126,7 @@ def test_report_cli_rebuilds_without_tensorflow(tmp_path):
     assert (run_dir / "results.json").read_text() == before  # the run's record is untouched
 
 
+@pytest.mark.subprocess
 def test_report_cli_errors_cleanly(tmp_path):
     done = quantbench("report", str(tmp_path / "missing"))
     assert done.returncode == 2 and "ERROR no results found" in done.stderr
@@ -134,6 +136,7 @@ def test_report_cli_errors_cleanly(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.subprocess
 def test_compare_cli_combines_runs_and_labels_points(tmp_path):
     a = make_run_dir(tmp_path / "20261125-a-smoke", make_results(name="smoke"))
     b = make_run_dir(tmp_path / "20261125-b-smoke", make_results(name="smoke", qat=False))
@@ -178,6 +181,7 @@ def _written_before_the_article_rename(run_dir: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.subprocess
 def test_results_from_before_the_article_rename_still_show_the_article(tmp_path, capsys):
     from quantbench.analysis import article
 
@@ -210,6 +214,7 @@ def test_results_from_before_the_article_rename_still_show_the_article(tmp_path,
     assert "qat_seed_int8" in (tmp_path / "cmp.html").read_text()
 
 
+@pytest.mark.subprocess
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_report_of_a_real_smoke_run(real_keras_home, tmp_path):

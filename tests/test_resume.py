@@ -51,6 +51,7 @@ def _quantize(model: Path, photos: Path, out: Path, *extra: str) -> list[str]:
     return ["quantize", str(model), "--data", str(photos), "--output-dir", str(out), *FAST, *extra]
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_sigkill_then_resume_keeps_finished_rows_and_measures_nothing_twice(tiny_model, tmp_path):
     model, photos = tiny_model
@@ -96,6 +97,7 @@ def test_sigkill_then_resume_keeps_finished_rows_and_measures_nothing_twice(tiny
     assert all(r["accuracy"] is not None for r in after["variants"] if r["status"] != "failed")
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_same_config_twice_reuses_the_cache_and_no_cache_does_not(tiny_model, tmp_path):
     model, photos = tiny_model
@@ -120,6 +122,7 @@ def test_same_config_twice_reuses_the_cache_and_no_cache_does_not(tiny_model, tm
     assert [r["accuracy"] for r in c["variants"]] == [r["accuracy"] for r in a["variants"]]
 
 
+@pytest.mark.subprocess
 def test_resume_with_a_different_config_names_the_difference(tiny_model, tmp_path):
     model, photos = tiny_model
     run_dir = tmp_path / "old-run"
@@ -144,6 +147,7 @@ def test_cache_environment_variable_is_honoured(tiny_model, tmp_path, monkeypatc
     assert os.environ["QUANTBENCH_CACHE"].endswith("elsewhere")
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_run_twice_says_float_model_cached_and_keeps_model_keras(tmp_path):
     photos = make_image_folder(tmp_path / "photos", per_class=8, size=32)
@@ -165,6 +169,7 @@ def test_run_twice_says_float_model_cached_and_keeps_model_keras(tmp_path):
     assert _results(warm)["training"] == _results(cold)["training"]  # the record, reused
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 def test_the_python_api_writes_nothing_to_stdout(tiny_model, tmp_path, capfd):
     import quantbench

@@ -9,7 +9,7 @@ import pytest
 from quantbench.techniques.schemes import SCHEMES
 from tests.test_cli import quantbench
 
-pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+pytestmark = [pytest.mark.realdata, pytest.mark.slow, pytest.mark.pipeline]
 
 
 @pytest.fixture(scope="module")

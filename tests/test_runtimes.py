@@ -112,6 +112,7 @@ def test_table_shows_runtimes_and_marks_busy_figures():
     assert "0.93 cores" in busy_lines(results)[0]
 
 
+@pytest.mark.subprocess
 def test_bench_times_both_runtimes_and_rejects_unknown_ones(tiny_models):
     import json
 

@@ -143,6 +143,7 @@ def test_per_tensor_analysis_of_mobilenet_on_real_photos_names_its_layers(real_k
     assert analysis.layers[0].rmse_scale > 2 * 0.29
 
 
+@pytest.mark.pipeline
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_selective_run_on_real_photos_searches_on_photos_held_out_of_training(real_keras_home, tmp_path,
@@ -176,6 +177,7 @@ def test_selective_run_on_real_photos_searches_on_photos_held_out_of_training(re
     assert set(frame["variant"]) >= {"keras_float", "int8_per_tensor", row["variant"]}
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 def test_analyze_on_a_finished_selective_run_calibrates_as_the_run_did(tmp_path, monkeypatch):
     """`quantbench analyze RUN_DIR` re-reads the run's photos: it must hold the search photos

@@ -104,6 +104,7 @@ POINTS = {
 }
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("point", POINTS)
 def test_signal_finishes_the_run_and_stops_every_child(point, setup, tmp_path):
     signum, fragment, delay = POINTS[point]
@@ -127,6 +128,7 @@ def test_signal_finishes_the_run_and_stops_every_child(point, setup, tmp_path):
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("quantbench-")]
 
 
+@pytest.mark.subprocess
 def test_a_signal_after_the_last_row_keeps_a_complete_status_or_finishes_it(setup, tmp_path):
     """Late in the run (the last variant timed): the status is final either way."""
     process, marker, _ = start_run(setup, tmp_path, schemes="float32")
@@ -141,6 +143,7 @@ def test_a_signal_after_the_last_row_keeps_a_complete_status_or_finishes_it(setu
     assert processes_with(marker) == []
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("fragment, delay", [("converting", 1.0), ("evaluating float32", 0.5)])
 def test_sigkill_leaves_parseable_results_and_no_lasting_children(fragment, delay, setup, tmp_path):
     process, marker, _ = start_run(setup, tmp_path)
@@ -154,6 +157,7 @@ def test_sigkill_leaves_parseable_results_and_no_lasting_children(fragment, dela
     assert gone(marker), f"children of a SIGKILLed run still alive after {DEADLINE} s"
 
 
+@pytest.mark.subprocess
 def test_children_registry_kills_what_it_started():
     from quantbench.workers import children
 

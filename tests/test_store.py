@@ -76,6 +76,7 @@ def test_key_rejects_what_it_cannot_compare():
         store_key("s", {"x": object()}, None, None, {})
 
 
+@pytest.mark.subprocess
 def test_key_is_stable_across_processes():
     code = ("import json, sys; from quantbench.store import store_key; "
             "print(store_key(**json.loads(sys.argv[1])))")  # fmt: skip
@@ -133,6 +134,7 @@ def test_library_versions_and_machine_fingerprint():
     assert "tensorflow" not in fingerprint.machine_description()  # only what latency depends on
 
 
+@pytest.mark.subprocess
 def test_source_digest_follows_the_code(tmp_path, monkeypatch):
     package = tmp_path / "pkg"
     package.mkdir()
@@ -510,6 +512,7 @@ def test_cli_cache_clear_asks_on_a_terminal(cli_store, capsys, monkeypatch):
     assert code == 0 and "removed 1 entry" in out and cli_store.list() == []
 
 
+@pytest.mark.subprocess
 def test_cli_cache_does_not_import_tensorflow(tmp_path):
     Store(tmp_path).put(key(1), "train", {"m.bin": b"a"})
     code = ("import sys; from quantbench.cli import main; main(['cache', 'list']); "

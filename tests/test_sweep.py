@@ -106,6 +106,7 @@ class FakeEngine:
         self.closed = True
 
 
+@pytest.mark.pipeline
 def test_siblings_of_a_model_wait_for_the_first_and_failures_do_not_stop_the_sweep(tmp_path):
     spec = _spec(tmp_path, "base: {preset: smoke}\naxes: {model.alpha: [0.35, 0.5], "
                            "convert.calibration_images: [8, 16, 24]}\n")  # fmt: skip
@@ -134,6 +135,7 @@ def test_siblings_of_a_model_wait_for_the_first_and_failures_do_not_stop_the_swe
     assert saved.trials[0].latency_intervals[0].node == "n1"
 
 
+@pytest.mark.pipeline
 def test_a_sweep_run_again_skips_finished_trials(tmp_path):
     spec = _spec(tmp_path, GRID)
     first = FakeEngine(slots=1)
@@ -155,6 +157,7 @@ def test_an_interrupted_trial_is_resumed_in_its_own_run_directory(tmp_path):
     assert sweep.finished_run(tmp_path / "none") == (None, None)
 
 
+@pytest.mark.pipeline
 def test_sweep_report_one_table_one_front_one_recommendation(tmp_path):
     from quantbench.report.sweep import CSV_FILE, REPORT_FILE, SEP
 
@@ -205,6 +208,7 @@ def test_latency_guard_is_held_while_latency_is_measured_and_names_the_node():
     assert held == ["in", "out"]
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 def test_local_sweep_end_to_end_on_tiny_photos(tmp_path, monkeypatch):
     """Two trials through runner.run in this process: complete, latency guarded and from this
@@ -240,6 +244,7 @@ axes: {{data.image_size: [32, 40]}}
     assert again.started == []
 
 
+@pytest.mark.subprocess
 def test_cli_bad_sweep_file_is_one_error_line_before_anything_runs(tmp_path):
     from tests.test_cli import assert_clean_error, quantbench
 
@@ -252,6 +257,7 @@ def test_cli_bad_sweep_file_is_one_error_line_before_anything_runs(tmp_path):
     assert_clean_error(done, "missing.yaml")
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_sigkill_after_two_trials_then_only_the_other_two_run(tmp_path):
     """Kill the sweep driver (SIGKILL: no cleanup) once two trials are complete; the same
@@ -310,6 +316,7 @@ def test_a_quantize_sweep_takes_the_quantize_defaults(tmp_path):
     assert len({t.group for t in trials}) == 1
 
 
+@pytest.mark.pipeline
 def test_local_pool_records_each_failed_trial_and_goes_on(tmp_path):
     """Two trials at once in a process pool (the latency lock shared through a manager); both
     fail fast on a missing photo folder: each failure is recorded with its error."""
@@ -325,6 +332,7 @@ def test_local_pool_records_each_failed_trial_and_goes_on(tmp_path):
     assert engine._pool is None  # closed
 
 
+@pytest.mark.pipeline
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_calibration_sweep_on_real_photos_trains_once(tmp_path, flowers_dir, real_keras_home, monkeypatch):

@@ -50,6 +50,7 @@ def _overlaps(intervals) -> list[tuple]:
     return bad
 
 
+@pytest.mark.pipeline
 @pytest.mark.slow
 def test_two_node_cluster_places_trials_on_both_and_never_times_two_on_one_node(tmp_path, two_nodes):
     from quantbench.commands.sweep_engines import RayEngine
@@ -95,6 +96,7 @@ def test_overlap_check_finds_concurrent_latency_on_one_node():
                           L(node="a", start=2, end=3)])  # fmt: skip
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_node_lock_held_by_a_dead_process_is_free_again():
     """A trial killed while timing (its worker gone) must not keep its node's lock forever."""

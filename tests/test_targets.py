@@ -196,6 +196,7 @@ def test_table_and_report_show_targets():
     assert 'id="targets"' in html and "float ops CONV_2D x35" in html and "315" in html
 
 
+@pytest.mark.subprocess
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_smoke_run_with_mcu_target(real_keras_home, tmp_path):

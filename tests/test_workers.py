@@ -100,6 +100,7 @@ def test_close_and_close_all_leave_no_child(worker_ops):
         w.close()
 
 
+@pytest.mark.subprocess
 def test_scratch_sweep_removes_dead_pids_folders_only(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -119,6 +120,7 @@ def test_scratch_sweep_removes_dead_pids_folders_only(tmp_path):
         alive.wait()
 
 
+@pytest.mark.subprocess
 def test_scratch_dir_is_named_after_its_pid_and_sweeps(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(workers.tempfile, "tempdir", None)  # re-read TMPDIR
@@ -141,6 +143,7 @@ worker.request("sleep", {"seconds": 60}, timeout=120)  # busy: an end of input w
 """
 
 
+@pytest.mark.subprocess
 def test_no_orphan_when_the_parent_is_killed(worker_ops):
     helper = subprocess.Popen([sys.executable, "-c", HELPER], stdout=subprocess.PIPE, text=True)
     try:
