@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import quantbench  # noqa: F401  - selects Keras 2 before anything imports TensorFlow
+# Before quantbench's consoles are made (present/console.py reads COLUMNS when output is not a
+# terminal): the width a terminal or a pytest-xdist worker passes on must not fold test output.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
+import quantbench  # noqa: E402,F401  - selects Keras 2 before anything imports TensorFlow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +36,10 @@ def private_cache(tmp_path_factory, monkeypatch) -> Path:
     """Every test gets its own empty model cache, so no test reuses another's models."""
     root = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("QUANTBENCH_CACHE", str(root))
+    # The CLI honours COLUMNS when its output is not a terminal; the test process's own (a
+    # terminal's, or one pytest-xdist's workers inherit) must not fold the output tests read.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
     return root
 
 
