@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from math import comb
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from quantbench.core.results import CheckResult
 from quantbench.ml.check import binomial_tail, check_preprocessing, mcnemar_p, sample
 from quantbench.ml.preprocess import Preprocessing
 
@@ -92,3 +94,5 @@ def test_a_wrong_declaration_is_caught_with_the_fix(sensitive, declared, fix):
     assert result.declared.accuracy < right.accuracy - 0.2
     assert right.better and right.p_value < 0.05 / 7
     assert any(fix in w and "McNemar" in w for w in result.warnings), result.warnings
+    # results.json keeps the check: it reads back as it was written.
+    assert CheckResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result

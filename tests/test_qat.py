@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from quantbench.ml import qat
+from quantbench.core.config import TRANSFORM_SCHEMES
 from quantbench.engine.configure import resolve
 from quantbench.engine.plan import transform_scheme_specs
 from quantbench.ml.data import load_dataset
@@ -135,6 +136,7 @@ def tiny_run(tmp_path_factory):
         "data.validation_split": 0.5, "data.split_seed": seed, "train.seed": seed,
         "train.epochs": 10, "train.learning_rate": 1e-2, "qat.recipes": ["fresh", "finetune"],
         "qat.epochs": 1, "convert.calibration_images": 8, "convert.schemes": ["float32"],
+        "convert.transform_schemes": TRANSFORM_SCHEMES,
         "output_dir": str(root / "runs"), "evaluate.threads": [1],
     })  # fmt: skip
 

@@ -212,7 +212,8 @@ def test_latency_guard_is_held_while_latency_is_measured_and_names_the_node():
 @pytest.mark.slow
 def test_local_sweep_end_to_end_on_tiny_photos(tmp_path, monkeypatch):
     """Two trials through runner.run in this process: complete, latency guarded and from this
-    node, a report and a CSV; run again, nothing runs."""
+    node, a report and a CSV; run again, nothing runs. Busy figures are not measured again
+    (`wait_quiet: null`): each would take one more guarded interval (CI, under load: 4 for 2)."""
     from quantbench.report.sweep import CSV_FILE
     from quantbench.commands.sweep_engines import LocalEngine
 
@@ -221,7 +222,8 @@ def test_local_sweep_end_to_end_on_tiny_photos(tmp_path, monkeypatch):
 base:
   preset: smoke
   set: {{data.dir: {photos}, model.weights: none, data.max_images_per_class: null,
-        evaluate.threads: [1], evaluate.latency_runs: 3, convert.schemes: [float32, dynamic_range]}}
+        evaluate.threads: [1], evaluate.latency_runs: 3, convert.schemes: [float32, dynamic_range],
+        evaluate.wait_quiet: null}}
 axes: {{data.image_size: [32, 40]}}
 """)  # fmt: skip
     events = []
